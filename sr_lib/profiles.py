@@ -1,0 +1,70 @@
+"""Profiles: the one source of truth for sizes (data, patches, nets, training length).
+
+`test` runs in seconds (CI, nbval), `quick` in minutes on 2 CPU cores (`make report`),
+`full` is paper-sized and wants a GPU. Notebooks and the CLI take a profile name; nothing
+else in the workbench hard-codes a size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    name: str
+    # data: embedded phantom brains
+    voxel_size_mm: float  # isotropic phantom resolution (MNI152 template resampled)
+    n_subjects: int
+    n_val: int  # subjects held out for validation
+    n_test: int  # subjects held out for testing (the rest train)
+    # training
+    patch_size: int  # HR patch edge (pixels) for 2D training
+    patch_size_3d: int  # HR patch edge (voxels) for 3D training
+    batch_size: int
+    steps: int  # optimiser steps for every learned method
+    val_every: int  # validation PSNR/SSIM every N steps
+    checkpoint_every: int
+    lr: float  # Adam learning rate (1e-4 in all five papers)
+    # network size
+    features: int  # feature maps of residual / GAN generators
+    num_blocks: int  # residual blocks of SRResNet-like generators
+    feature_net_steps: int  # steps to train the MRI feature net for perceptual losses
+    # inference
+    infer_batch: int  # slices (2D) or patches (3D) per forward pass
+
+    @property
+    def n_train(self) -> int:
+        return self.n_subjects - self.n_val - self.n_test
+
+
+PROFILES: dict[str, Profile] = {
+    "test": Profile(
+        name="test", voxel_size_mm=6.0, n_subjects=6, n_val=1, n_test=2,
+        patch_size=16, patch_size_3d=8, batch_size=4, steps=12, val_every=6,
+        checkpoint_every=6, lr=1e-3, features=8, num_blocks=1, feature_net_steps=10,
+        infer_batch=8,
+    ),
+    "quick": Profile(
+        name="quick", voxel_size_mm=2.0, n_subjects=12, n_val=1, n_test=4,
+        patch_size=32, patch_size_3d=16, batch_size=16, steps=800, val_every=200,
+        checkpoint_every=200, lr=3e-4, features=32, num_blocks=4, feature_net_steps=300,
+        infer_batch=32,
+    ),
+    "full": Profile(
+        name="full", voxel_size_mm=1.0, n_subjects=40, n_val=4, n_test=8,
+        patch_size=64, patch_size_3d=32, batch_size=16, steps=20000, val_every=1000,
+        checkpoint_every=1000, lr=1e-4, features=64, num_blocks=16, feature_net_steps=3000,
+        infer_batch=64,
+    ),
+}
+
+
+def get_profile(name: str | Profile) -> Profile:
+    """The profile called `name`; a `KeyError` lists the valid names."""
+    if isinstance(name, Profile):
+        return name
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise KeyError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
