@@ -41,7 +41,7 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "test": Profile(
         name="test", voxel_size_mm=6.0, n_subjects=6, n_val=1, n_test=2,
-        patch_size=16, patch_size_3d=8, batch_size=4, steps=12, val_every=6,
+        patch_size=16, patch_size_3d=12, batch_size=4, steps=12, val_every=6,
         checkpoint_every=6, lr=1e-3, features=8, num_blocks=1, feature_net_steps=10,
         infer_batch=8,
     ),

@@ -1,0 +1,262 @@
+"""Datasets on disk: the `Dataset` abstraction, IXI folders, any folder of NIfTI files, manifests.
+
+A dataset is a table of (subject, contrast, path) records; every source (the phantom once it
+is cached, IXI, a user's folder) ends up as one. Contrast names are canonical upper case:
+"T1", "T2", "PD" (DESIGN.md, "Concepts").
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import re
+from collections.abc import Iterable
+from io import StringIO
+from pathlib import Path
+
+import nibabel as nib
+import pandas as pd
+from tqdm.auto import tqdm
+
+from sr_lib.atomic import write_text
+from sr_lib.io import Volume, VolumeError, load_volume, normalise, voxel_sizes
+
+CONTRASTS: tuple[str, ...] = ("PD", "T1", "T2")  # sorted, the order used everywhere
+MANIFEST_COLUMNS: tuple[str, ...] = ("subject", "contrast", "path")
+
+# IXI002-Guys-0828-T2.nii.gz: subject "IXI002-Guys-0828", contrast "T2" (MRA, DTI, ... do not match)
+_IXI_NAME = re.compile(r"^(?P<subject>IXI\d+-[A-Za-z]+-\d+)-(?P<contrast>T1|T2|PD)\.nii(\.gz)?$")
+# sub-01_T1w.nii.gz, scan-PD.nii: a contrast token at the end of the name, after "_" or "-"
+_CONTRAST_SUFFIX = re.compile(r"^(?P<subject>.+?)[_-](?P<contrast>T1w?|T2w?|PDw?)$", re.IGNORECASE)
+
+
+def _token(name: str) -> str:
+    """Upper-case a contrast name and drop a BIDS-style trailing "w" (T1w -> T1)."""
+    key = name.strip().upper()
+    return key[:-1] if key.endswith("W") and key[:-1] in CONTRASTS else key
+
+
+def canonical_contrast(name: str) -> str:
+    """"t1", "T1w" -> "T1"; a `KeyError` lists the valid names for anything else."""
+    key = _token(name)
+    if key not in CONTRASTS:
+        raise KeyError(f"unknown contrast {name!r}; choose one of {', '.join(CONTRASTS)}")
+    return key
+
+
+def nifti_stem(path: Path) -> str:
+    """File name without .nii / .nii.gz."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One volume of a dataset: which subject, which contrast, which file."""
+
+    subject: str
+    contrast: str
+    path: Path
+
+
+class Dataset:
+    """Subjects x contrasts, each a NIfTI file; loads volumes by name.
+
+    Records are kept sorted by (subject, contrast). A (subject, contrast) pair appears once.
+    """
+
+    def __init__(self, name: str, records: Iterable[Record]) -> None:
+        self.name = name
+        self._paths: dict[tuple[str, str], Path] = {}
+        for record in records:
+            key = (record.subject, canonical_contrast(record.contrast))
+            if key in self._paths:
+                raise ValueError(
+                    f"dataset {name!r}: subject {key[0]!r} contrast {key[1]!r} is given twice: "
+                    f"{self._paths[key]} and {record.path}"
+                )
+            self._paths[key] = Path(record.path)
+        self.records: tuple[Record, ...] = tuple(
+            Record(subject, contrast, path) for (subject, contrast), path in sorted(self._paths.items())
+        )
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.name!r}: {len(self.subjects())} subjects, "
+            f"contrasts {', '.join(self.contrasts())}, {len(self)} volumes)"
+        )
+
+    def subjects(self) -> list[str]:
+        """Subject ids, sorted."""
+        return sorted({subject for subject, _ in self._paths})
+
+    def contrasts(self) -> list[str]:
+        """Contrasts present for at least one subject, sorted ("PD", "T1", "T2")."""
+        return sorted({contrast for _, contrast in self._paths})
+
+    def path(self, subject: str, contrast: str) -> Path:
+        """The file of one volume; a `KeyError` says what exists instead."""
+        key = (subject, _token(contrast))
+        if key in self._paths:
+            return self._paths[key]
+        available = sorted(c for s, c in self._paths if s == subject)
+        if not available:
+            subjects = self.subjects()
+            shown = ", ".join(subjects[:5]) + (", ..." if len(subjects) > 5 else "")
+            raise KeyError(f"dataset {self.name!r} has no subject {subject!r}; {len(subjects)} subjects: {shown}")
+        raise KeyError(f"subject {subject!r} has no contrast {contrast!r}; available: {', '.join(available)}")
+
+    def load(self, subject: str, contrast: str, *, normalised: bool = True) -> Volume:
+        """Read one volume; with `normalised` mapped to [0, 1] by `io.normalise` (scaling recorded)."""
+        volume = load_volume(self.path(subject, contrast), subject=subject, contrast=_token(contrast))
+        return normalise(volume) if normalised else volume
+
+    def select(self, contrast: str) -> "Dataset":
+        """The records of one contrast (subjects without it are left out)."""
+        key = _token(contrast)
+        if key not in self.contrasts():
+            raise KeyError(
+                f"dataset {self.name!r} has no contrast {contrast!r}; available: {', '.join(self.contrasts())}"
+            )
+        return Dataset(self.name, (r for r in self.records if r.contrast == key))
+
+    def table(self) -> pd.DataFrame:
+        """One row per volume: subject, contrast, shape, voxel size (mm), path. Reads headers only."""
+        rows = []
+        many = len(self.records) >= 200  # a progress bar only where reading headers takes a while
+        for record in tqdm(self.records, desc=f"{self.name} headers", disable=not many, leave=False):
+            header = read_header(record.path)
+            rows.append(
+                {
+                    "subject": record.subject,
+                    "contrast": record.contrast,
+                    "shape": tuple(int(n) for n in header.get_data_shape()),
+                    "voxel_size": tuple(round(float(v), 4) for v in voxel_sizes(header.get_best_affine())),
+                    "path": str(record.path),
+                }
+            )
+        return pd.DataFrame(rows, columns=["subject", "contrast", "shape", "voxel_size", "path"])
+
+
+def read_header(path: Path) -> nib.Nifti1Header:
+    """The NIfTI header of `path` without reading the voxels; `VolumeError` names a bad file."""
+    if not path.is_file():
+        raise VolumeError(f"{path}: no such file")
+    try:
+        return nib.load(path).header
+    except Exception as err:  # nibabel raises several kinds for unreadable headers
+        raise VolumeError(f"{path}: not a readable NIfTI file ({err})") from None
+
+
+def _existing_folder(root: str | os.PathLike) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise VolumeError(f"{root}: no such folder")
+    return root
+
+
+def _nifti_files(root: Path) -> list[Path]:
+    """NIfTI files under `root`, recursively, sorted; hidden files (our partial writes) skipped."""
+    return sorted(
+        p
+        for p in root.rglob("*.nii*")
+        if p.is_file() and p.name.endswith((".nii", ".nii.gz")) and not p.name.startswith(".")
+    )
+
+
+def ixi_dataset(root: str | os.PathLike) -> Dataset:
+    """The IXI T1, T2 and PD volumes found anywhere under `root`.
+
+    Files are named ``IXI002-Guys-0828-T2.nii.gz`` -> subject "IXI002-Guys-0828", contrast
+    "T2"; MRA, DTI and other files are ignored. In IXI, T2 and PD come from one dual-echo
+    acquisition and share a grid; T1 was acquired separately and does not (DESIGN.md).
+    """
+    root = _existing_folder(root)
+    records = []
+    for path in _nifti_files(root):
+        if match := _IXI_NAME.match(path.name):
+            records.append(Record(match["subject"], match["contrast"], path))
+    if not records:
+        raise ValueError(f"{root}: no IXI T1/T2/PD files (named like IXI002-Guys-0828-T2.nii.gz)")
+    return Dataset("ixi", records)
+
+
+def folder_dataset(root: str | os.PathLike, manifest: str | os.PathLike | None = None) -> Dataset:
+    """Any NIfTI files under `root`, named by file name or by a CSV manifest.
+
+    Without a manifest, a file whose name ends with a contrast token (``_T1``, ``-T2``,
+    ``_PD``, ``_T1w``, ``_T2w``, any case) gives that contrast, and the name before the token
+    is the subject (``sub-01_T1w.nii.gz`` -> "sub-01", "T1"); other files are ignored.
+    With `manifest` (a CSV with columns subject, contrast, path; relative to `root` unless
+    absolute), exactly the listed files are used.
+    """
+    root = _existing_folder(root)
+    if manifest is not None:
+        manifest = Path(manifest)
+        return Dataset("folder", read_manifest(manifest if manifest.is_absolute() else root / manifest))
+    files = _nifti_files(root)
+    if not files:
+        raise ValueError(f"{root}: no NIfTI files (.nii or .nii.gz)")
+    records = []
+    for path in files:
+        if match := _CONTRAST_SUFFIX.match(nifti_stem(path)):
+            records.append(Record(match["subject"], canonical_contrast(match["contrast"]), path))
+    if not records:
+        raise ValueError(
+            f"{root}: none of the {len(files)} NIfTI files ends with a contrast token "
+            f"(e.g. sub-01_T1.nii.gz, sub-01_T2w.nii.gz); rename them or give a manifest"
+        )
+    return Dataset("folder", records)
+
+
+def read_manifest(path: str | os.PathLike) -> list[Record]:
+    """Records from a CSV with columns subject, contrast, path (relative to the CSV's folder).
+
+    Every problem raises `VolumeError` naming the manifest and, for a row, its line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VolumeError(f"{path}: no such manifest file")
+    records = []
+    with path.open(newline="") as stream:
+        reader = csv.DictReader(stream)
+        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise VolumeError(
+                f"{path}: missing column(s) {', '.join(missing)}; a manifest needs {', '.join(MANIFEST_COLUMNS)}"
+            )
+        for row in reader:
+            where = f"{path} line {reader.line_num}"
+            values = {c: (row[c] or "").strip() for c in MANIFEST_COLUMNS}
+            if empty := [c for c in MANIFEST_COLUMNS if not values[c]]:
+                raise VolumeError(f"{where}: empty {', '.join(empty)}")
+            try:
+                contrast = canonical_contrast(values["contrast"])
+            except KeyError as err:
+                raise VolumeError(f"{where}: {err.args[0]}") from None
+            file = Path(values["path"])
+            file = file if file.is_absolute() else path.parent / file
+            if not file.is_file():
+                raise VolumeError(f"{where}: no such file {file}")
+            records.append(Record(values["subject"], contrast, file))
+    if not records:
+        raise VolumeError(f"{path}: the manifest lists no files")
+    return records
+
+
+def write_manifest(path: str | os.PathLike, records: Iterable[Record]) -> Path:
+    """Write records as a manifest CSV (paths relative to its folder), atomically."""
+    path = Path(path)
+    text = StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(MANIFEST_COLUMNS)
+    for r in records:
+        writer.writerow([r.subject, r.contrast, Path(os.path.relpath(r.path, path.parent)).as_posix()])
+    return write_text(path, text.getvalue())
