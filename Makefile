@@ -22,7 +22,7 @@ report: $(STAMP)
 
 ## Unit tests and every notebook under nbval (notebook defaults are the `test` profile).
 test: $(STAMP)
-	$(PY) -m pytest -q --nbval-lax --nbval-current-env tests notebooks
+	SR_LIB_REPORTS=.cache/test-reports $(PY) -m pytest -q --nbval-lax --nbval-current-env tests notebooks
 
 ## JupyterLab on the notebooks folder.
 lab: $(STAMP)

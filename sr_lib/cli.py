@@ -1,0 +1,113 @@
+"""Command line: `sr-lib report | train | apply | check | methods | scenarios`.
+
+argparse lives here only; every command calls a library function. Errors print one line
+(`sr-lib: error: <file>: <problem>`) and exit 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from sr_lib.profiles import PROFILES
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="sizes of everything (default quick)")
+    parser.add_argument("--dataset", default="phantom", choices=["phantom", "ixi", "folder"], help="data source (default phantom)")
+    parser.add_argument("--root", default=None, help="data folder for --dataset ixi/folder")
+    parser.add_argument("--scale", type=int, default=2, help="SR factor where the scenario takes one (2 or 4)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="retrain even if an identical finished run exists")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sr-lib", description="MRI super-resolution / inpainting workbench")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    report = sub.add_parser("report", help="run the notebooks with papermill and regenerate reports/")
+    _add_run_arguments(report)
+    report.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
+    report.add_argument("--scenarios", nargs="+", default=["kspace-2x", "SR-B"])
+    report.add_argument("--contrasts", nargs="+", default=["T2"])
+    report.add_argument("--out", default=None, help="reports folder (default reports/)")
+
+    train = sub.add_parser("train", help="train and evaluate one method (one run folder)")
+    _add_run_arguments(train)
+    train.add_argument("--method", required=True)
+    train.add_argument("--scenario", default="kspace-2x")
+    train.add_argument("--contrast", default="T2")
+    train.add_argument("--pairing", default="paired", choices=["paired", "misaligned", "unpaired"])
+    train.add_argument("--schedule", default="constant", choices=["constant", "step", "linear", "cosine"])
+    train.add_argument("--out", default="runs", help="folder that holds run folders (default runs/)")
+
+    sub.add_parser("methods", help="list the registered methods")
+    sub.add_parser("scenarios", help="list the degradation presets")
+    return parser
+
+
+def cmd_methods(_: argparse.Namespace) -> int:
+    from sr_lib.methods import METHODS
+
+    for name, spec in METHODS.items():
+        dims = "/".join(f"{d}D" for d in spec.dims)
+        print(f"{name:<10} {dims:<6} {'learned' if spec.learned else 'classic':<8} {spec.summary}")
+    return 0
+
+
+def cmd_scenarios(_: argparse.Namespace) -> int:
+    from sr_lib.degrade import SCENARIOS
+
+    for name, scenario in SCENARIOS.items():
+        print(f"{name:<13} {scenario.description}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from sr_lib.runs import RunConfig, run_experiment
+
+    config = RunConfig(method=args.method, scenario=args.scenario, contrast=args.contrast.upper(), scale=args.scale,
+                       pairing=args.pairing, profile=args.profile, seed=args.seed, dataset=args.dataset,
+                       root=args.root, schedule=args.schedule)
+    result = run_experiment(config, args.out, force=args.force)
+    if result.status != "done":
+        print(f"sr-lib: run failed: {result.error} (see {result.folder}/status.json)", file=sys.stderr)
+        return 1
+    means = result.metrics[["psnr", "ssim"]].agg(["mean", "std"])
+    print(f"{result.folder}\n  PSNR {means.loc['mean', 'psnr']:.2f} ± {means.loc['std', 'psnr']:.2f} dB, "
+          f"SSIM {means.loc['mean', 'ssim']:.4f} ± {means.loc['std', 'ssim']:.4f} over {len(result.metrics)} test subjects")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sr_lib.pipeline import run_report
+
+    index = run_report(profile=args.profile, methods=args.methods, scenarios=args.scenarios,
+                       contrasts=[c.upper() for c in args.contrasts], dataset=args.dataset, root=args.root,
+                       scale=args.scale, seed=args.seed, force=args.force, out=args.out)
+    print(f"report written: {index}")
+    return 0
+
+
+COMMANDS = {"methods": cmd_methods, "scenarios": cmd_scenarios, "train": cmd_train, "report": cmd_report}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("sr-lib: interrupted; finished work and checkpoints are kept, rerun to resume", file=sys.stderr)
+        return 130
+    except Exception as err:  # one line for users, the traceback with --debug
+        if args.debug:
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"sr-lib: error: {message.strip(chr(39)) if isinstance(err, KeyError) else message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
