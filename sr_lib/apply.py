@@ -64,11 +64,11 @@ class ApplyOutcome:
 
 def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """Files, folders (every .nii/.nii.gz inside, recursively) and globs -> sorted unique paths.
-    A name that matches nothing is kept, so it is reported as missing."""
+    A name or glob that matches nothing is kept, so it is reported as missing."""
     paths: list[Path] = []
     for item in map(str, inputs):
         if any(ch in item for ch in "*?["):
-            paths += [Path(p) for p in sorted(glob.glob(item, recursive=True))]
+            paths += [Path(p) for p in sorted(glob.glob(item, recursive=True))] or [Path(item)]
         elif Path(item).is_dir():
             paths += sorted(p for p in Path(item).rglob("*") if p.name.endswith((".nii", ".nii.gz")))
         else:
@@ -86,16 +86,19 @@ def apply_run(run_dir: str | os.PathLike, inputs: Iterable[str | os.PathLike], o
     """Apply the run in `run_dir` to every input; a bad input is reported and skipped."""
     method, config = load_trained_method(run_dir)
     out_dir = Path(out_dir)
+    paths = expand_inputs(list(inputs))
+    sources = {p.resolve() for p in paths}  # an output must not replace any input of the batch
     outcomes = []
-    for path in tqdm(expand_inputs(list(inputs)), desc=f"apply {config.method}", unit="volume", disable=not progress):
+    for path in tqdm(paths, desc=f"apply {config.method}", unit="volume", disable=not progress):
         target = output_path(path, out_dir, config)
         try:
-            if target.resolve() == path.resolve():
-                raise VolumeError(f"{path}: output {target} would overwrite the input")
+            if target.resolve() in sources:
+                raise VolumeError(f"{path}: output {target} would overwrite an input")
             volume = load_volume(path)
             result = apply_method(method, volume)
             save_volume(result, target, description=f"sr_lib {config.method} {config.scenario} x{config.scale} {config.profile}")
             outcomes.append(ApplyOutcome(path, target))
         except (VolumeError, ValueError, OSError) as err:
-            outcomes.append(ApplyOutcome(path, None, str(err).splitlines()[0]))
+            message = (str(err).splitlines() or [type(err).__name__])[0]
+            outcomes.append(ApplyOutcome(path, None, message if str(path) in message else f"{path}: {message}"))
     return outcomes

@@ -31,7 +31,7 @@ def predict_volume(
     LR voxels with `overlap`, Gaussian-weighted blending. Returns float32 on the HR grid
     (shape = LR shape * task.factors).
     """
-    lr = np.asarray(lr, dtype=np.float32)
+    lr = np.ascontiguousarray(lr, dtype=np.float32)  # torch.from_numpy refuses negative strides (flipped views)
     if lr.ndim != 3:
         raise ValueError(f"predict_volume takes a 3D (x, y, z) volume, got shape {lr.shape}")
     expected = tuple(n * f for n, f in zip(lr.shape, task.factors))

@@ -32,19 +32,23 @@ def tidy_metrics(runs: Sequence[RunResult]) -> pd.DataFrame:
                   "method": c.method, "profile": c.profile, "status": run.status, "error": run.error or ""}
         metrics = run.metrics if run.status == "done" and not run.metrics.empty else pd.DataFrame({"subject": [None]})
         frames.append(metrics.assign(**labels))
+    columns = GROUP + ["status", "error", "subject", "psnr", "ssim", "mse"]
     if not frames:
-        return pd.DataFrame(columns=GROUP + ["status", "subject", "psnr", "ssim"])
-    return pd.concat(frames, ignore_index=True)
+        return pd.DataFrame(columns=columns)
+    tidy = pd.concat(frames, ignore_index=True)
+    return tidy.reindex(columns=columns + [c for c in tidy.columns if c not in columns])
 
 
 def summary_table(tidy: pd.DataFrame) -> pd.DataFrame:
-    """`summary.csv`: one row per run with mean/std PSNR and SSIM over test subjects."""
+    """`summary.csv`: one row per (scenario, contrast, scale, pairing, method, profile) with
+    mean/std PSNR and SSIM over test subjects. Runs of several seeds pool their test
+    subjects (n_subjects counts subject x seed); status is 'failed' if any of them failed."""
     rows = []
     for key, group in tidy.groupby(GROUP, sort=True, dropna=False):
         done = group[group["status"] == "done"].dropna(subset=["psnr"])
         rows.append({
             **dict(zip(GROUP, key)),
-            "status": group["status"].iloc[0],
+            "status": "done" if (group["status"] == "done").all() else "failed",
             "n_subjects": len(done),
             "psnr_mean": done["psnr"].mean(), "psnr_std": _std(done["psnr"]),
             "ssim_mean": done["ssim"].mean(), "ssim_std": _std(done["ssim"]),
@@ -258,14 +262,14 @@ def plot_summary(summary: pd.DataFrame, metric: str = "psnr") -> matplotlib.figu
 
 def scenario_figures(runs: Sequence[RunResult], out_dir: str | os.PathLike, *, subject_index: int = 0) -> list[Path]:
     """One difference-map figure per (scenario, contrast, scale, pairing, profile) from the finished runs."""
-    from sr_lib.runs import test_example
+    from sr_lib.runs import example_case
 
     done = [r for r in runs if r.status == "done"]
     keys = sorted({(r.config.scenario, r.config.contrast, r.config.scale, r.config.pairing, r.config.profile) for r in done})
     written = []
     for key in keys:
         group = [r for r in done if (r.config.scenario, r.config.contrast, r.config.scale, r.config.pairing, r.config.profile) == key]
-        examples = {r.config.method: test_example(r, subject_index) for r in group}
+        examples = {r.config.method: example_case(r, subject_index) for r in group}
         first = next(iter(examples.values()))
         fig = difference_figure(
             first["hr"], first["lr"], {m: e["prediction"] for m, e in examples.items()},

@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -227,7 +228,13 @@ def load_run(folder: str | os.PathLike) -> RunResult:
 
 def find_runs(root: str | os.PathLike) -> list[RunResult]:
     """Every run folder under `root` (those with a config.json), sorted by folder."""
-    return [load_run(p.parent) for p in sorted(Path(root).glob(f"**/{CONFIG_NAME}"))]
+    runs = []
+    for path in sorted(Path(root).glob(f"**/{CONFIG_NAME}")):
+        try:
+            runs.append(load_run(path.parent))
+        except (KeyError, ValueError, TypeError) as err:  # e.g. a method that is no longer registered
+            warnings.warn(f"{path.parent}: skipped, not a readable run of this sr_lib ({err})", stacklevel=2)
+    return runs
 
 
 def load_trained_method(folder: str | os.PathLike) -> tuple[Method, RunConfig]:
@@ -240,11 +247,11 @@ def load_trained_method(folder: str | os.PathLike) -> tuple[Method, RunConfig]:
     if isinstance(method, LearnedMethod):
         state = load_checkpoint(folder / CHECKPOINT_NAME, method_name=method.name)
         method.load_state_dict(state, optimizers=False)
-        method.to(pick_device("auto"))
+        method.to(pick_device("auto"), amp=True)  # as in training: bf16 autocast on CUDA
     return method, config
 
 
-def test_example(result: RunResult, index: int = 0) -> dict[str, Any]:
+def example_case(result: RunResult, index: int = 0) -> dict[str, Any]:
     """HR, LR (both normalised) and the run's prediction for test subject `index`, plus its scores.
 
     HR and LR are rebuilt with `prepare_data` (deterministic); the prediction is read from

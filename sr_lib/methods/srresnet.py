@@ -23,12 +23,12 @@ class SRResNetMethod(LearnedMethod):
 
     name = "srresnet"
 
-    def __init__(self, task: Task, profile: Profile, *, loss: str = "l1", residual: bool = True, **options: Any):
-        super().__init__(task, profile, loss=loss, residual=residual, **options)
+    def __init__(self, task: Task, profile: Profile, *, loss: str = "l1", residual: bool = True, norm: str = "batch", **options: Any):
+        super().__init__(task, profile, loss=loss, residual=residual, norm=norm, **options)
         if loss not in ("l1", "mse"):
             raise ValueError(f"srresnet loss must be 'l1' or 'mse', got {loss!r}")
         self.loss, self.residual = loss, residual
-        self.nets["generator"] = SRResNet(features=profile.features, num_blocks=profile.num_blocks, scale=task.upscale)
+        self.nets["generator"] = SRResNet(features=profile.features, num_blocks=profile.num_blocks, scale=task.upscale, norm=norm)
         self.optimizers["generator"] = self.adam(self.nets["generator"])
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
