@@ -25,7 +25,15 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sr-lib", description="MRI super-resolution / inpainting workbench")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    common = argparse.ArgumentParser(add_help=False)  # lets --debug follow the command too
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
+    add = sub.add_parser
+
+    def add_parser(name: str, **kw) -> argparse.ArgumentParser:
+        return add(name, parents=[common], **kw)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     report = sub.add_parser("report", help="run the notebooks with papermill and regenerate reports/")
     _add_run_arguments(report)
@@ -42,6 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--pairing", default="paired", choices=["paired", "misaligned", "unpaired"])
     train.add_argument("--schedule", default="constant", choices=["constant", "step", "linear", "cosine"])
     train.add_argument("--out", default="runs", help="folder that holds run folders (default runs/)")
+
+    apply = sub.add_parser("apply", help="apply a trained run to NIfTI files, folders or globs")
+    apply.add_argument("--run", required=True, help="a run folder (from `sr-lib train` or reports/runs/...)")
+    apply.add_argument("inputs", nargs="+", help="NIfTI files, folders or globs")
+    apply.add_argument("--out", required=True, help="output folder")
+
+    check = sub.add_parser("check", help="validate NIfTI files or a dataset folder")
+    check.add_argument("paths", nargs="+", help="NIfTI files, folders or globs")
+
+    bench = sub.add_parser("bench", help="training and inference speed of every method on this machine")
+    bench.add_argument("--profile", default="quick", choices=sorted(PROFILES))
+    bench.add_argument("--methods", nargs="+", default=None)
+    bench.add_argument("--scenario", default="SR-B")
+    bench.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    bench.add_argument("--out", default=None, help="also write the table to this CSV")
 
     sub.add_parser("methods", help="list the registered methods")
     sub.add_parser("scenarios", help="list the degradation presets")
@@ -91,7 +114,41 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"methods": cmd_methods, "scenarios": cmd_scenarios, "train": cmd_train, "report": cmd_report}
+def cmd_apply(args: argparse.Namespace) -> int:
+    from sr_lib.apply import apply_run
+
+    outcomes = apply_run(args.run, args.inputs, args.out)
+    for outcome in outcomes:
+        print(f"ok      {outcome.input} -> {outcome.output}" if outcome.ok else f"FAILED  {outcome.error}")
+    failed = sum(not o.ok for o in outcomes)
+    print(f"{len(outcomes) - failed} written, {failed} failed")
+    return 1 if failed or not outcomes else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from sr_lib.check import check_paths
+
+    table = check_paths(args.paths)
+    print(table.to_string(index=False))
+    problems = int((table["problem"] != "").sum())
+    print(f"{len(table)} files checked, {problems} with problems")
+    return 1 if problems else 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from sr_lib.atomic import atomic_path
+    from sr_lib.bench import benchmark
+
+    table = benchmark(args.methods, profile=args.profile, scenario=args.scenario, device=args.device)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            table.to_csv(tmp, index=False)
+    return 0
+
+
+COMMANDS = {"methods": cmd_methods, "scenarios": cmd_scenarios, "train": cmd_train, "report": cmd_report,
+            "apply": cmd_apply, "check": cmd_check, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,8 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # one line for users, the traceback with --debug
         if args.debug:
             raise
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"sr-lib: error: {message.strip(chr(39)) if isinstance(err, KeyError) else message}", file=sys.stderr)
+        text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)  # KeyError quotes its message
+        message = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+        print(f"sr-lib: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -54,6 +54,15 @@ def nifti_stem(path: Path) -> str:
     return path.stem
 
 
+def parse_name(path: Path) -> tuple[str, str] | None:
+    """(subject, contrast) from an IXI name or a name ending in a contrast token, else None."""
+    if match := _IXI_NAME.match(path.name):
+        return match["subject"], match["contrast"]
+    if match := _CONTRAST_SUFFIX.match(nifti_stem(path)):
+        return match["subject"], canonical_contrast(match["contrast"])
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Record:
     """One volume of a dataset: which subject, which contrast, which file."""
@@ -181,8 +190,8 @@ def ixi_dataset(root: str | os.PathLike) -> Dataset:
     root = _existing_folder(root)
     records = []
     for path in _nifti_files(root):
-        if match := _IXI_NAME.match(path.name):
-            records.append(Record(match["subject"], match["contrast"], path))
+        if _IXI_NAME.match(path.name):
+            records.append(Record(*parse_name(path), path))
     if not records:
         raise ValueError(f"{root}: no IXI T1/T2/PD files (named like IXI002-Guys-0828-T2.nii.gz)")
     return Dataset("ixi", records)
@@ -206,8 +215,8 @@ def folder_dataset(root: str | os.PathLike, manifest: str | os.PathLike | None =
         raise ValueError(f"{root}: no NIfTI files (.nii or .nii.gz)")
     records = []
     for path in files:
-        if match := _CONTRAST_SUFFIX.match(nifti_stem(path)):
-            records.append(Record(match["subject"], canonical_contrast(match["contrast"]), path))
+        if _CONTRAST_SUFFIX.match(nifti_stem(path)):
+            records.append(Record(*parse_name(path), path))
     if not records:
         raise ValueError(
             f"{root}: none of the {len(files)} NIfTI files ends with a contrast token "

@@ -1,0 +1,90 @@
+"""The command line: listings, check, apply and bench exit codes, one-line errors, --debug."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from sr_lib.cli import main
+from sr_lib.methods import METHODS
+from sr_lib.degrade import SCENARIOS
+
+
+@pytest.fixture(scope="module")
+def bicubic_run(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SR_LIB_CACHE", str(tmp_path_factory.mktemp("cache")))
+        out = tmp_path_factory.mktemp("runs")
+        assert main(["train", "--method", "bicubic", "--scenario", "SR-B", "--profile", "test", "--out", str(out)]) == 0
+        yield next(out.glob("*/bicubic-*"))
+
+
+def write(path, data, affine=None):
+    nib.save(nib.Nifti1Image(np.asarray(data, np.float32), np.eye(4) if affine is None else affine), path)
+    return path
+
+
+def test_listings_name_every_method_and_scenario(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in METHODS)
+    assert main(["scenarios"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in SCENARIOS)
+
+
+def test_check_reports_problems_and_exits_non_zero(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    write(tmp_path / "sub-01_T2.nii.gz", rng.random((8, 8, 6)) + 0.1)
+    write(tmp_path / "sub-01_PD.nii.gz", rng.random((8, 8, 5)) + 0.1)  # T2 and PD must share a grid
+    write(tmp_path / "sub-02_T1.nii.gz", np.full((8, 8, 6), np.nan))
+    write(tmp_path / "scan.nii.gz", rng.random((8, 8, 6)) + 0.1)
+    assert main(["check", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "T2 and PD grids differ" in out and "NaN or Inf" in out and "name gives no contrast" in out
+    assert "4 files checked, 4 with problems" in out
+
+
+def test_check_of_clean_files_exits_zero(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    for contrast in ("T2", "PD"):
+        write(tmp_path / f"sub-01_{contrast}.nii.gz", rng.random((8, 8, 6)) + 0.1)
+    assert main(["check", str(tmp_path / "*.nii.gz")]) == 0
+    assert "2 files checked, 0 with problems" in capsys.readouterr().out
+
+
+def test_apply_processes_good_files_and_exits_non_zero_for_a_bad_one(bicubic_run, tmp_path, capsys):
+    affine = np.diag([1.0, 1.0, 2.5, 1.0])
+    good = write(tmp_path / "good.nii.gz", np.random.default_rng(2).random((12, 10, 7)) * 100 + 5, affine)
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(good.read_bytes()[:200])
+    out = tmp_path / "out"
+    assert main(["apply", "--run", str(bicubic_run), str(good), str(bad), "--out", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert "1 written, 1 failed" in text and str(bad) in text
+    result = nib.load(next(out.glob("good_*.nii.gz")))
+    assert result.shape == (24, 20, 7)
+    np.testing.assert_allclose(result.header.get_zooms(), (0.5, 0.5, 2.5))
+    assert not list(out.glob("bad*"))
+
+
+def test_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    assert main(["apply", "--run", str(tmp_path / "nothing"), "x.nii.gz", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sr-lib: error:") and "not a run folder" in err and err.count("\n") == 1
+    with pytest.raises(FileNotFoundError):
+        main(["apply", "--debug", "--run", str(tmp_path / "nothing"), "x.nii.gz", "--out", str(tmp_path)])
+    assert main(["train", "--method", "nope", "--profile", "test", "--out", str(tmp_path)]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_bench_reports_speed_per_method(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SR_LIB_CACHE", str(tmp_path / "cache"))
+    csv = tmp_path / "bench.csv"
+    assert main(["bench", "--profile", "test", "--methods", "bicubic", "srcnn", "--out", str(csv)]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(csv)
+    assert list(table["method"]) == ["bicubic", "srcnn"]
+    assert table["infer_s_per_volume"].gt(0).all() and table["train_ms_per_step"].notna().tolist() == [False, True]
