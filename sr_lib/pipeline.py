@@ -51,6 +51,8 @@ def run_notebook(name: str, output: Path, parameters: dict, *, cwd: Path | None 
         )
         return NotebookOutcome(name, output, True, time.time() - started)
     except Exception as err:  # PapermillExecutionError, dead kernel, ...
+        if getattr(err, "ename", "") in ("TrainingInterrupted", "KeyboardInterrupt"):
+            raise KeyboardInterrupt(f"{name} interrupted; its checkpoint is saved, rerun to resume") from err
         text = str(err).strip()
         message = getattr(err, "evalue", None) or (text.splitlines()[-1] if text else type(err).__name__)
         return NotebookOutcome(name, output, False, time.time() - started, f"{getattr(err, 'ename', type(err).__name__)}: {message}")

@@ -29,10 +29,11 @@ def tidy_metrics(runs: Sequence[RunResult]) -> pd.DataFrame:
     for run in runs:
         c = run.config
         labels = {"scenario": c.scenario, "contrast": c.contrast, "scale": c.scale, "pairing": c.pairing,
-                  "method": c.method, "profile": c.profile, "status": run.status, "error": run.error or ""}
+                  "method": c.method, "profile": c.profile, "status": run.status, "error": run.error or "",
+                  "feature_net": run.info.get("method", {}).get("feature_net", "")}
         metrics = run.metrics if run.status == "done" and not run.metrics.empty else pd.DataFrame({"subject": [None]})
         frames.append(metrics.assign(**labels))
-    columns = GROUP + ["status", "error", "subject", "psnr", "ssim", "mse"]
+    columns = GROUP + ["status", "error", "feature_net", "subject", "psnr", "ssim", "mse"]
     if not frames:
         return pd.DataFrame(columns=columns)
     tidy = pd.concat(frames, ignore_index=True)
@@ -124,7 +125,7 @@ def write_tables(runs: Sequence[RunResult], out_dir: str | os.PathLike) -> list[
         summary_table(tidy).to_csv(tmp, index=False, float_format="%.6g")
     written.append(out_dir / "summary.csv")
     with atomic_path(out_dir / "per_subject.csv") as tmp:
-        tidy.drop(columns=["error"], errors="ignore").to_csv(tmp, index=False, float_format="%.6g")
+        tidy.drop(columns=["error", "feature_net"]).to_csv(tmp, index=False, float_format="%.6g")
     written.append(out_dir / "per_subject.csv")
     for key, group in tidy.groupby(TABLE_KEYS, sort=True):
         stem = "{}_x{}_{}_{}".format(*key)
@@ -134,7 +135,7 @@ def write_tables(runs: Sequence[RunResult], out_dir: str | os.PathLike) -> list[
             plain.to_csv(tmp)
         md = comparison_table(group, bold="markdown")
         md.columns = [f"{c} {m}" for c, m in md.columns]
-        write_text(out_dir / f"{stem}.md", f"### {title}\n\n{md.to_markdown()}\n\n{_failures(group)}")
+        write_text(out_dir / f"{stem}.md", f"### {title}\n\n{md.to_markdown()}\n\n{_notes(group)}")
         tex = comparison_table(group, bold="latex")
         latex = tex.to_latex(multicolumn=True, escape=False, caption=title.replace("±", "$\\pm$"), label=f"tab:{stem}")
         write_text(out_dir / f"{stem}.tex", latex.replace("±", "$\\pm$"))
@@ -142,10 +143,12 @@ def write_tables(runs: Sequence[RunResult], out_dir: str | os.PathLike) -> list[
     return written
 
 
-def _failures(group: pd.DataFrame) -> str:
-    failed = group[group["status"] != "done"].drop_duplicates(["method", "contrast"])
-    lines = [f"- {r.method} ({r.contrast}) failed: {r.error}" for r in failed.itertuples()]
-    return ("Failed runs:\n" + "\n".join(lines) + "\n") if lines else ""
+def _notes(group: pd.DataFrame) -> str:
+    """Below a table: the perceptual feature network each method used, and every failure."""
+    runs = group.drop_duplicates(["method", "contrast"])
+    notes = [f"- {r.method} ({r.contrast}) perceptual features: {r.feature_net}" for r in runs.itertuples() if r.feature_net]
+    notes += [f"- {r.method} ({r.contrast}) failed: {r.error}" for r in runs.itertuples() if r.status != "done"]
+    return ("Notes:\n\n" + "\n".join(notes) + "\n") if notes else ""
 
 
 def difference_figure(
@@ -196,10 +199,9 @@ def difference_figure(
         ax.set_yticks([])
     for row, text in enumerate(("image", "|error|", "error (pred - HR)", "zoom")):
         axes[row, 0].set_ylabel(text)
-    axes[1, -1].axis("off")
-    axes[2, -1].axis("off")
-    fig.colorbar(abs_im, ax=axes[1, :], shrink=0.8, label="absolute error")
-    fig.colorbar(signed_im, ax=axes[2, :], shrink=0.8, label="signed error")
+    for row, (image, label) in ((1, (abs_im, "absolute error")), (2, (signed_im, "signed error"))):
+        axes[row, -1].axis("off")  # HR has no error: its cell holds the colour bar, keeping the grid aligned
+        fig.colorbar(image, cax=axes[row, -1].inset_axes([0.05, 0.05, 0.12, 0.9]), label=label)
     if title:
         fig.suptitle(title)
     return fig

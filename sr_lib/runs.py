@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from sr_lib.atomic import atomic_path, write_json
 from sr_lib.data import PairedPatchSampler, load_dataset, split_subjects
 from sr_lib.degrade import PAIRINGS, degrade_volume, get_scenario, make_training_pairs
-from sr_lib.io import Volume, denormalise, load_volume, save_volume
+from sr_lib.io import Volume, VolumeError, denormalise, load_volume, save_volume
 from sr_lib.methods import LearnedMethod, Method, build, method_spec
 from sr_lib.metrics import evaluate, foreground_mask
 from sr_lib.profiles import get_profile
@@ -123,12 +123,18 @@ def prepare_data(
         return data.load(subject, contrast, normalised=True)
 
     train_hr = [hr(s).data for s in split.train]
-    train_pairs = make_training_pairs(train_hr, scen, pairing, _rng(seed, 1))
+    try:
+        train_pairs = make_training_pairs(train_hr, scen, pairing, _rng(seed, 1))
+    except ValueError as err:
+        raise VolumeError(f"{data.path(split.train[0], contrast)} (training subjects): {err}") from None
     val_pairs = make_training_pairs([hr(s).data for s in split.val], scen, "paired", _rng(seed, 2))
     test = []
     for i, subject in enumerate(split.test):
         volume = hr(subject)
-        lr, mask, _ = degrade_volume(volume, scen, _rng(seed, 3, i))
+        try:
+            lr, mask, _ = degrade_volume(volume, scen, _rng(seed, 3, i))
+        except ValueError as err:  # e.g. a scale that does not divide the grid
+            raise VolumeError(f"{volume.path}: {err}") from None
         test.append((volume, lr, mask))
     return ExperimentData(split, train_pairs, val_pairs, test, grid_factors(scenario, scale))
 

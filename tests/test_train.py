@@ -4,6 +4,8 @@ checkpoint safety (weights_only, format, method)."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ import torch.nn.functional as F
 
 from sr_lib.methods import build
 from sr_lib.train import (
-    CheckpointError, TrainSettings, load_checkpoint, lr_at, save_checkpoint, train,
+    CheckpointError, TrainingInterrupted, TrainSettings, load_checkpoint, lr_at, save_checkpoint, train,
 )
 
 
@@ -118,3 +120,33 @@ def test_checkpoint_is_weights_only_and_checked(tmp_path):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+class SignallingSampler(ToySampler):
+    """Sends this process SIGTERM while drawing batch number `at` (1-based), as `kill` would."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at, self.calls = at, 0
+
+    def sample(self, batch_size, generator):
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().sample(batch_size, generator)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_ends_equal(tmp_path):
+    settings = dataclasses.replace(SETTINGS, steps=8, checkpoint_every=100)
+    whole = make("srcnn")
+    train(whole, ToySampler(), settings, run_dir=tmp_path / "a", progress=False)
+
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 3"):
+        train(make("srcnn"), SignallingSampler(at=3), settings, run_dir=tmp_path / "b", progress=False)
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the loop put the old handler back
+
+    resumed = make("srcnn")
+    assert train(resumed, ToySampler(), settings, run_dir=tmp_path / "b", progress=False).resumed_from == 3
+    for key, value in params(whole).items():
+        torch.testing.assert_close(params(resumed)[key], value, rtol=0, atol=0, msg=key)
