@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from sr_lib import degrade as D
 from sr_lib.io import Volume, voxel_sizes
 
+from geometry import oblique_affine  # tests/geometry.py
+
 SHAPES_2D = [(17, 22), (9, 31)]
 SHAPES_3D = [(9, 12, 7), (16, 11, 5)]
 DIVISIBLE = [((18, 22), (2, 2)), ((12, 10, 6), (2, 2, 1)), ((12, 10, 6), (2, 2, 2)), ((9, 12), (3, 1))]
@@ -591,14 +593,6 @@ def test_get_scenario_errors_name_the_problem():
     with pytest.raises(ValueError, match="rng must be"):
         D.SCENARIOS["SRI"].apply(rand(HR_SHAPE), None)
 
-
-def oblique_affine() -> np.ndarray:
-    angle = np.deg2rad(17)
-    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
-    affine = np.eye(4)
-    affine[:3, :3] = rotation @ np.diag([0.9375, 0.9375, 1.2])
-    affine[:3, 3] = [-90.5, 110.25, -70.0]
-    return affine
 
 
 @pytest.mark.parametrize("name", ["SR-N-B", "SRI", "kspace-2x", "kspace-2x2x2"])

@@ -10,14 +10,8 @@ import pytest
 
 from sr_lib.io import Volume, VolumeError, denormalise, load_volume, normalise, resampled_affine, save_volume
 
+from geometry import oblique_affine  # tests/geometry.py
 
-def oblique_affine() -> np.ndarray:
-    angle = np.deg2rad(17)
-    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
-    affine = np.eye(4)
-    affine[:3, :3] = rotation @ np.diag([0.9375, 0.9375, 1.2])
-    affine[:3, 3] = [-90.5, 110.25, -70.0]
-    return affine
 
 
 def write_nifti(path, data, affine=None, dtype=None):
