@@ -841,6 +841,14 @@ def get_scenario(name: str | Scenario, scale: int | None = None) -> Scenario:
 SCENARIOS: dict[str, Scenario] = {name: get_scenario(name) for name in _PRESETS}
 
 
+def scenario_scales(name: str) -> tuple[int, ...]:
+    """The scales preset `name` takes (one for the fixed k-space presets)."""
+    try:
+        return tuple(_PRESETS[name][1])
+    except KeyError:
+        raise KeyError(f"unknown scenario {name!r}; choose one of {list(_PRESETS)}") from None
+
+
 def degrade_volume(
     volume: Volume, scenario: str | Scenario, rng: np.random.Generator
 ) -> tuple[Volume, Volume | None, dict[str, Any]]:

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sr_lib.atomic import write_json, write_text
+from sr_lib.degrade import scenario_scales
 from sr_lib.methods import METHODS
 from sr_lib.paths import PROJECT_ROOT, notebooks_dir, reports_dir
 from sr_lib.runs import STATUS_NAME, RunConfig
@@ -80,9 +81,13 @@ def run_report(
     jobs = [("00_data", executed / "00_data.ipynb", {**common}),
             ("01_degradation", executed / "01_degradation.ipynb", {**common, "scale": scale})]
     for scenario in scenarios:
+        scales = scenario_scales(scenario)
+        own_scale = scale if scale in scales else scales[0]  # fixed presets (k-space) run at their own scale
+        if own_scale != scale:
+            tqdm.write(f"note: {scenario} has the fixed scale {own_scale}; it runs at x{own_scale}, not x{scale}")
         for contrast in contrasts:
             for method in methods:
-                params = {**common, "method": method, "scenario": scenario, "contrast": contrast, "scale": scale,
+                params = {**common, "method": method, "scenario": scenario, "contrast": contrast, "scale": own_scale,
                           "pairing": "paired", "runs_root": str(runs_root), "force": force}
                 jobs.append(("10_train", executed / "10_train" / f"{scenario}_{contrast}_{method}.ipynb", params))
     report_params = {"profile": profile, "runs_root": str(runs_root), "reports_root": str(out)}

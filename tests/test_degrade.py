@@ -655,3 +655,10 @@ def test_pairing_errors():
         D.make_training_pairs(hrs, "kspace-2x", "unpaired", np.random.default_rng(0))
     with pytest.raises(ValueError, match="hr_volumes is empty"):
         D.make_training_pairs([], "kspace-2x", "paired", np.random.default_rng(0))
+
+
+def test_scenario_scales_tell_fixed_presets_apart():
+    assert D.scenario_scales("SR-B") == (2, 4)
+    assert D.scenario_scales("kspace-2x") == (2,)
+    with pytest.raises(KeyError, match="unknown scenario"):
+        D.scenario_scales("SR-X")

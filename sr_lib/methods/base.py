@@ -119,10 +119,13 @@ class LearnedMethod(Method):
         return torch.optim.Adam(module.parameters(), lr=self.profile.lr, betas=betas)
 
     def to(self, device: torch.device, *, amp: bool = False) -> "LearnedMethod":
-        """Move nets (and their optimiser state) to `device`; `amp` enables bf16 autocast."""
+        """Move nets (and their optimiser state) to `device`; `amp` enables bf16 autocast.
+        On CUDA, 2D nets also switch to channels_last, which tensor cores prefer."""
         self.device, self.amp = torch.device(device), amp and torch.device(device).type == "cuda"
         for net in self.nets.values():
             net.to(self.device)
+            if self.device.type == "cuda" and self.task.spatial_dims == 2:
+                net.to(memory_format=torch.channels_last)
         for optimiser in self.optimizers.values():
             for state in optimiser.state.values():
                 for key, value in state.items():
