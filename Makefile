@@ -26,7 +26,7 @@ test: $(STAMP)
 
 ## JupyterLab on the notebooks folder.
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf $(VENV) .cache
