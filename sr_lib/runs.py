@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sr_lib.atomic import atomic_path, write_json
-from sr_lib.data import PairedPatchSampler, load_dataset, split_subjects
+from sr_lib.data import PairedPatchSampler, UnpairedPatchSampler, load_dataset, split_subjects
 from sr_lib.degrade import PAIRINGS, degrade_volume, get_scenario, make_training_pairs
 from sr_lib.io import Volume, VolumeError, denormalise, load_volume, save_volume
 from sr_lib.methods import LearnedMethod, Method, build, method_spec
@@ -139,11 +139,15 @@ def prepare_data(
     return ExperimentData(split, train_pairs, val_pairs, test, grid_factors(scenario, scale))
 
 
-def sampler_for(pairs, method: LearnedMethod, device: torch.device) -> PairedPatchSampler:
-    """A patch sampler over (lr, hr, mask) pairs, shaped for the method's task and profile."""
+def sampler_for(pairs, method: LearnedMethod, device: torch.device, *, pairing: str = "paired") -> PairedPatchSampler | UnpairedPatchSampler:
+    """A patch sampler over (lr, hr, mask) pairs, shaped for the method's task and profile.
+
+    `unpaired` data (LR and HR from disjoint subjects) gets independent LR and HR patches;
+    `paired` and `misaligned` data get patches cut from the same place of each pair."""
     task, profile = method.task, method.profile
     masks = [m for _, _, m in pairs]
-    return PairedPatchSampler(
+    sampler = UnpairedPatchSampler if pairing == "unpaired" else PairedPatchSampler
+    return sampler(
         [torch.from_numpy(np.ascontiguousarray(lr)).to(device) for lr, _, _ in pairs],
         [torch.from_numpy(np.ascontiguousarray(hr)).to(device) for _, hr, _ in pairs],
         factors=task.factors,
@@ -185,8 +189,10 @@ def _execute(config: RunConfig, folder: Path, *, progress: bool) -> dict[str, An
                             "test_subjects": list(data.split.test)}
     device = pick_device("auto")
     if isinstance(method, LearnedMethod):
+        if config.pairing not in method.pairings:
+            raise ValueError(f"{config.method} is supervised: it trains on {' or '.join(method.pairings)} data, not {config.pairing}")
         method.to(device, amp=True)
-        sampler = sampler_for(data.train_pairs, method, device)
+        sampler = sampler_for(data.train_pairs, method, device, pairing=config.pairing)
         val_batch = sampler_for(data.val_pairs, method, device).sample(4 * profile.batch_size, torch.Generator().manual_seed(config.seed))
         settings = TrainSettings(
             steps=profile.steps, batch_size=profile.batch_size, lr=profile.lr, schedule=config.schedule,

@@ -242,3 +242,12 @@ def test_example_case_maps_the_prediction_back_to_hr_scaling(runs):
     assert -1e-4 < example["prediction"].min() and example["prediction"].max() < 1 + 1e-4
     mse = float(np.mean((example["prediction"].astype(np.float64) - hr.data) ** 2))
     assert example["scores"]["psnr"] == pytest.approx(10 * np.log10(1 / mse), abs=1e-3)
+
+
+def test_supervised_methods_refuse_unpaired_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("SR_LIB_CACHE", str(tmp_path / "cache"))
+    result = run_experiment(RunConfig(method="srcnn", scenario="SR-B", pairing="unpaired", profile="test"), tmp_path, progress=False)
+    assert result.status == "failed"
+    assert result.error == "ValueError: srcnn is supervised: it trains on paired or misaligned data, not unpaired"
+    misaligned = run_experiment(RunConfig(method="srcnn", scenario="SR-B", pairing="misaligned", profile="test"), tmp_path, progress=False)
+    assert misaligned.status == "done" and len(misaligned.metrics) == 2

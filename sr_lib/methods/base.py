@@ -107,6 +107,9 @@ class LearnedMethod(Method):
     """
 
     learned = True
+    # Supervised methods learn from (LR, HR) patches of the same place; unsupervised ones
+    # (cycle / domain-adaptation GANs) add "unpaired" here.
+    pairings: tuple[str, ...] = ("paired", "misaligned")
 
     def __init__(self, task: Task, profile: Profile, **options: Any):
         super().__init__(task, profile, **options)
