@@ -204,6 +204,7 @@ def _execute(config: RunConfig, folder: Path, *, progress: bool) -> dict[str, An
         info["train_seconds"] = round(time.time() - started, 2)
         info["resumed_from"] = result.resumed_from
     info["method"] = method.describe()
+    info["options"] = method.options  # every option with its default: a changed default means a new run
     info["device"] = str(device)
     rows = []
     for hr, lr, _mask in tqdm(data.test, desc=f"{config.method}: test", disable=not progress, leave=False):
@@ -221,11 +222,15 @@ def _execute(config: RunConfig, folder: Path, *, progress: bool) -> dict[str, An
 
 
 def is_finished(folder: Path, config: RunConfig) -> bool:
+    """A finished run of the same config whose method options (defaults included) still match."""
     status = folder / STATUS_NAME
     if not status.exists():
         return False
     saved = json.loads(status.read_text())
-    return saved.get("status") == "done" and saved.get("config") == json.loads(json.dumps(config.to_dict(), default=str))
+    if saved.get("status") != "done" or saved.get("config") != json.loads(json.dumps(config.to_dict(), default=str)):
+        return False
+    current = build(config.method, factors=grid_factors(config.scenario, config.scale), profile=config.profile, **config.options)
+    return saved.get("options") == json.loads(json.dumps(current.options, default=str))
 
 
 def load_run(folder: str | os.PathLike) -> RunResult:

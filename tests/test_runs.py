@@ -251,3 +251,14 @@ def test_supervised_methods_refuse_unpaired_data(tmp_path, monkeypatch):
     assert result.error == "ValueError: srcnn is supervised: it trains on paired or misaligned data, not unpaired"
     misaligned = run_experiment(RunConfig(method="srcnn", scenario="SR-B", pairing="misaligned", profile="test"), tmp_path, progress=False)
     assert misaligned.status == "done" and len(misaligned.metrics) == 2
+
+
+def test_a_changed_method_default_invalidates_a_finished_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("SR_LIB_CACHE", str(tmp_path / "cache"))
+    config = RunConfig(method="srcnn", scenario="SR-B", profile="test")
+    first = run_experiment(config, tmp_path, progress=False)
+    assert runs_module.is_finished(first.folder, config)
+    status = json.loads((first.folder / "status.json").read_text())
+    status["options"]["residual"] = not status["options"]["residual"]  # as if the default had changed since
+    (first.folder / "status.json").write_text(json.dumps(status))
+    assert not runs_module.is_finished(first.folder, config)

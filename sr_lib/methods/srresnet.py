@@ -59,7 +59,9 @@ class SRGANMethod(SRResNetMethod):
     stays in the loss afterwards (as the 7T->9.4T pix2pix variants and ESRGAN do) so the
     intensities of quantitative MRI stay anchored; feature distance is L1 on a VGG-19
     layer (relu5_4, SRGAN's VGG54) when the user gives weights, else on the workbench's
-    MRI feature net (see `sr_lib.perceptual`).
+    MRI feature net (see `sr_lib.perceptual`). `perceptual_weight` = 0.01 was chosen on the
+    validation subject (quick profile, kspace-2x T2: validation PSNR 28.32 dB at 0.01 vs
+    26.92 dB at 0.1 after 800 steps), close to SRGAN's own VGG rescaling (1/12.75^2).
     """
 
     name = "srgan"
@@ -69,7 +71,7 @@ class SRGANMethod(SRResNetMethod):
         task: Task,
         profile: Profile,
         *,
-        perceptual_weight: float = 0.1,
+        perceptual_weight: float = 0.01,
         adversarial_weight: float = 1e-3,
         warmup: float = 0.5,
         vgg_weights: str | None = None,
