@@ -163,7 +163,9 @@ def run_experiment(config: RunConfig, out_root: str | os.PathLike, *, force: boo
     folder = Path(out_root) / config.folder
     if not force and is_finished(folder, config):
         return load_run(folder)
-    if force and folder.exists():
+    if folder.exists() and (force or (folder / STATUS_NAME).exists()):
+        # forced, or a finished/failed run that no longer matches: start clean. Only an
+        # interrupted run (checkpoint, no status) is resumed.
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / CONFIG_NAME, config.to_dict())

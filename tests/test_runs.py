@@ -262,3 +262,5 @@ def test_a_changed_method_default_invalidates_a_finished_run(tmp_path, monkeypat
     status["options"]["residual"] = not status["options"]["residual"]  # as if the default had changed since
     (first.folder / "status.json").write_text(json.dumps(status))
     assert not runs_module.is_finished(first.folder, config)
+    rerun = run_experiment(config, tmp_path, progress=False)  # stale: retrained from scratch, not resumed
+    assert rerun.info["resumed_from"] == 0 and runs_module.is_finished(rerun.folder, config)
