@@ -146,7 +146,12 @@ def write_tables(runs: Sequence[RunResult], out_dir: str | os.PathLike) -> list[
 def _notes(group: pd.DataFrame) -> str:
     """Below a table: the perceptual feature network each method used, and every failure."""
     runs = group.drop_duplicates(["method", "contrast"])
-    notes = [f"- {r.method} ({r.contrast}) perceptual features: {r.feature_net}" for r in runs.itertuples() if r.feature_net]
+    n = group[group["status"] == "done"].groupby(["method", "contrast"])["subject"].nunique()
+    notes = []
+    if len(n) and n.max() > 0:
+        notes.append(f"- p: two-sided Wilcoxon signed-rank test of PSNR against the best method, paired by test subject; "
+                     f"with n = {n.max()} subjects the smallest attainable p is {2 / 2 ** n.max():.3g}")
+    notes += [f"- {r.method} ({r.contrast}) perceptual features: {r.feature_net}" for r in runs.itertuples() if r.feature_net]
     notes += [f"- {r.method} ({r.contrast}) failed: {r.error}" for r in runs.itertuples() if r.status != "done"]
     return ("Notes:\n\n" + "\n".join(notes) + "\n") if notes else ""
 
