@@ -232,7 +232,14 @@ def is_finished(folder: Path, config: RunConfig) -> bool:
     if saved.get("status") != "done" or saved.get("config") != json.loads(json.dumps(config.to_dict(), default=str)):
         return False
     current = build(config.method, factors=grid_factors(config.scenario, config.scale), profile=config.profile, **config.options)
-    return saved.get("options") == json.loads(json.dumps(current.options, default=str))
+    if saved.get("options") != json.loads(json.dumps(current.options, default=str)):
+        return False
+    # git keeps a run's config, status and metrics but not its predictions and checkpoint:
+    # a run is only reusable while the figures can still be drawn from it
+    metrics = folder / METRICS_NAME
+    if not metrics.exists():
+        return False
+    return all((folder / "predictions" / f"{subject}.nii.gz").exists() for subject in pd.read_csv(metrics)["subject"])
 
 
 def load_run(folder: str | os.PathLike) -> RunResult:

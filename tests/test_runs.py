@@ -264,3 +264,14 @@ def test_a_changed_method_default_invalidates_a_finished_run(tmp_path, monkeypat
     assert not runs_module.is_finished(first.folder, config)
     rerun = run_experiment(config, tmp_path, progress=False)  # stale: retrained from scratch, not resumed
     assert rerun.info["resumed_from"] == 0 and runs_module.is_finished(rerun.folder, config)
+
+
+def test_a_run_without_its_predictions_is_not_reused(tmp_path, monkeypatch):
+    """A fresh clone has the committed config/status/metrics but not the git-ignored predictions."""
+    monkeypatch.setenv("SR_LIB_CACHE", str(tmp_path / "cache"))
+    config = RunConfig(method="bicubic", scenario="SR-B", profile="test")
+    first = run_experiment(config, tmp_path, progress=False)
+    next((first.folder / "predictions").glob("*.nii.gz")).unlink()
+    assert not runs_module.is_finished(first.folder, config)
+    again = run_experiment(config, tmp_path, progress=False)
+    assert len(list((again.folder / "predictions").glob("*.nii.gz"))) == len(again.metrics) == 2
