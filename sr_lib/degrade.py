@@ -45,7 +45,8 @@ __all__ = [
     "Array", "kspace_truncate", "resize", "downsample", "RESIZE_METHODS", "gaussian_blur", "gaussian_kernel",
     "KernelPCA", "fit_kernel_pca", "degradation_maps", "add_gaussian_noise", "add_rician_noise", "sample_holes",
     "apply_holes", "sample_bias_field", "apply_bias_field", "sample_misalignment", "apply_misalignment",
-    "Degraded", "Scenario", "SCENARIOS", "get_scenario", "degrade_volume", "PAIRINGS", "make_training_pairs",
+    "Degraded", "Scenario", "SCENARIOS", "get_scenario", "scenario_scales", "degrade_volume", "PAIRINGS",
+    "make_training_pairs",
 ]
 
 
