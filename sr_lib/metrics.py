@@ -24,6 +24,7 @@ from typing import Union
 import numpy as np
 import torch
 from scipy import ndimage
+from skimage.filters import threshold_otsu
 
 from sr_lib.io import Volume
 
@@ -308,13 +309,16 @@ def evaluate(
     return out
 
 
-def foreground_mask(target: ArrayLike, threshold: float = 0.05, *, dilate: int = 1) -> np.ndarray:
+def foreground_mask(target: ArrayLike, threshold: float | None = None, *, dilate: int = 1) -> np.ndarray:
     """Head/brain foreground of a 2D or 3D image in [0, 1]: a bool array of its shape.
 
-    ``target > threshold``, then a morphological closing (2 iterations, face connectivity) to
-    bridge thin dark gaps such as sulci, hole filling so that dark CSF enclosed by tissue (the
-    ventricles) counts as foreground, and a `dilate`-voxel dilation so the edge of the head is
-    included. The image is zero-padded first, so the closing does not erode the mask where it
+    ``target > threshold``; by default the threshold is half Otsu's (at least 0.05), so it
+    adapts to the contrast: in T1w the background noise reaches 0.09 after normalisation,
+    and a fixed 0.05 took 98% of the volume for 'brain' (the brain fills about 30%). Specks
+    smaller than a tenth of the largest component are dropped. Then a morphological closing
+    (2 iterations, face connectivity) bridges thin dark gaps such as sulci, hole filling lets
+    dark CSF enclosed by tissue (the ventricles) count as foreground, and a `dilate`-voxel
+    dilation takes in the edge of the head. The image is zero-padded first, so the closing does not erode the mask where it
     touches the image border. An image with nothing above `threshold` gives an all-False mask.
     """
     x = _to_tensor(target, "target").cpu().numpy()
@@ -322,9 +326,15 @@ def foreground_mask(target: ArrayLike, threshold: float = 0.05, *, dilate: int =
         raise ValueError(f"foreground_mask needs a 2D or 3D image, got shape {x.shape}")
     if dilate < 0:
         raise ValueError(f"dilate must be >= 0, got {dilate}")
+    if threshold is None:
+        threshold = max(0.05, 0.5 * float(threshold_otsu(x))) if np.ptp(x) > 0 else 0.05
     mask = x > threshold
     if not mask.any():
         return mask
+    labels, count = ndimage.label(mask)
+    if count > 1:  # drop noise specks: keep components at least a tenth the size of the largest
+        sizes = np.bincount(labels.ravel())[1:]
+        mask = np.isin(labels, 1 + np.flatnonzero(sizes >= 0.1 * sizes.max()))
     closing_iterations = 2
     pad = closing_iterations + dilate
     structure = ndimage.generate_binary_structure(x.ndim, 1)

@@ -117,7 +117,7 @@ def intensity_histograms(
     """Histograms of the normalised ([0, 1], `io.normalise`) foreground intensities, one panel
     per contrast and one line per subject (same colour in every panel).
 
-    Foreground = `metrics.foreground_mask` (with `threshold`) and above `threshold`: the mask's
+    Foreground = `metrics.foreground_mask` and above `threshold`: the mask's
     closing, hole filling and dilation also take in near-zero background voxels, which would
     otherwise swamp the tissue peaks."""
     if not subjects or not contrasts:
@@ -130,7 +130,7 @@ def intensity_histograms(
     for ax, contrast in zip(axes, contrasts):
         for i, subject in enumerate(subjects):
             volume = dataset.load(subject, contrast, normalised=True)
-            values = volume.data[foreground_mask(volume.data, threshold) & (volume.data > threshold)]
+            values = volume.data[foreground_mask(volume.data) & (volume.data > threshold)]
             ax.hist(values, bins=edges, density=True, histtype="step", color=colours(i % colours.N), label=subject)
         ax.set_title(f"{contrast} ({len(subjects)} subjects)")
         ax.set_xlabel("normalised intensity (foreground)")

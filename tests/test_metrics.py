@@ -267,3 +267,16 @@ def test_summarise_and_format():
     assert format_mean_std(0.91234, 0.0123, 3) == "0.912 ± 0.012"
     with pytest.raises(ValueError):
         format_mean_std(1.0, 0.1, -1)
+
+
+def test_foreground_mask_ignores_noisy_background():
+    """T1-like case: Rician-like background noise above 0.05 must not be taken for tissue."""
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.mgrid[:40, :40, :40]
+    ball = (zz - 20) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 < 12**2
+    target = np.where(ball, 0.6, 0.0) + np.abs(rng.normal(0, 0.06, ball.shape))  # noise mean 0.048, tail > 0.1
+    assert (target[~ball] > 0.05).mean() > 0.4
+    mask = foreground_mask(target)
+    assert mask[ball].all()
+    assert (mask & ~ball).sum() < 0.35 * ball.sum()  # only the one-voxel dilation rim around the ball
+    assert foreground_mask(target, 0.05).mean() > 0.9  # a fixed low threshold takes nearly everything
