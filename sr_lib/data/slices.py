@@ -171,7 +171,8 @@ class _Foreground:
 
 
 class _PatchSampler:
-    """What both samplers share: the volumes as tensors, patch shapes, factors, cropping."""
+    """What both samplers share: one signature, the volumes as tensors, patch shapes, factors,
+    cropping. Subclasses check their volumes and index the foreground in `_prepare`."""
 
     def __init__(
         self,
@@ -179,10 +180,11 @@ class _PatchSampler:
         hr: Sequence[Volume | ArrayLike],
         *,
         patch_size: int,
-        factors: Sequence[int],
-        spatial_dims: int,
-        axis: int,
-        masks: Sequence[ArrayLike] | None,
+        factors: Sequence[int] = (1, 1, 1),
+        spatial_dims: int = 2,
+        axis: int = 2,
+        masks: Sequence[ArrayLike] | None = None,
+        threshold: float = 0.1,
     ) -> None:
         self.lr = _as_tensors(lr, "lr")
         self.hr = _as_tensors(hr, "hr")
@@ -196,6 +198,10 @@ class _PatchSampler:
         self.lr_patch: tuple[int, int, int] = tuple(  # type: ignore[assignment]
             p // f for p, f in zip(self.hr_patch, self.factors)
         )
+        self._prepare(threshold)
+
+    def _prepare(self, threshold: float) -> None:
+        raise NotImplementedError
 
     def _crop(
         self,
@@ -224,21 +230,7 @@ class PairedPatchSampler(_PatchSampler):
     masks) are cut like the LR volumes.
     """
 
-    def __init__(
-        self,
-        lr: Sequence[Volume | ArrayLike],
-        hr: Sequence[Volume | ArrayLike],
-        *,
-        patch_size: int,
-        factors: Sequence[int] = (1, 1, 1),
-        spatial_dims: int = 2,
-        axis: int = 2,
-        masks: Sequence[ArrayLike] | None = None,
-        threshold: float = 0.1,
-    ) -> None:
-        super().__init__(
-            lr, hr, patch_size=patch_size, factors=factors, spatial_dims=spatial_dims, axis=axis, masks=masks
-        )
+    def _prepare(self, threshold: float) -> None:
         if len(self.lr) != len(self.hr) or (self.masks is not None and len(self.masks) != len(self.lr)):
             counts = f"{len(self.lr)} LR, {len(self.hr)} HR" + (f", {len(self.masks)} masks" if self.masks else "")
             raise ValueError(f"paired volumes must come in equal numbers, got {counts}")
@@ -272,21 +264,7 @@ class UnpairedPatchSampler(_PatchSampler):
     Centres are foreground voxels of each list. `masks` go with the LR volumes.
     """
 
-    def __init__(
-        self,
-        lr: Sequence[Volume | ArrayLike],
-        hr: Sequence[Volume | ArrayLike],
-        *,
-        patch_size: int,
-        factors: Sequence[int] = (1, 1, 1),
-        spatial_dims: int = 2,
-        axis: int = 2,
-        masks: Sequence[ArrayLike] | None = None,
-        threshold: float = 0.1,
-    ) -> None:
-        super().__init__(
-            lr, hr, patch_size=patch_size, factors=factors, spatial_dims=spatial_dims, axis=axis, masks=masks
-        )
+    def _prepare(self, threshold: float) -> None:
         if self.masks is not None and [m.shape for m in self.masks] != [v.shape for v in self.lr]:
             raise ValueError("masks must match the LR volumes one to one, with the same shapes")
         self.lr_foreground = _Foreground(self.lr, threshold, self.lr_patch, "lr")
