@@ -28,21 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)  # lets --debug follow the command too
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
-    add = sub.add_parser
 
-    def add_parser(name: str, **kw) -> argparse.ArgumentParser:
-        return add(name, parents=[common], **kw)
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
 
-    sub.add_parser = add_parser  # type: ignore[method-assign]
-
-    report = sub.add_parser("report", help="run the notebooks with papermill and regenerate reports/")
+    report = command("report", help="run the notebooks with papermill and regenerate reports/")
     _add_run_arguments(report)
     report.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
     report.add_argument("--scenarios", nargs="+", default=["kspace-2x", "SR-B"])
     report.add_argument("--contrasts", nargs="+", default=["T2"])
     report.add_argument("--out", default=None, help="reports folder (default reports/)")
 
-    train = sub.add_parser("train", help="train and evaluate one method (one run folder)")
+    train = command("train", help="train and evaluate one method (one run folder)")
     _add_run_arguments(train)
     train.add_argument("--method", required=True)
     train.add_argument("--scenario", default="kspace-2x")
@@ -51,23 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--schedule", default="constant", choices=["constant", "step", "linear", "cosine"])
     train.add_argument("--out", default="runs", help="folder that holds run folders (default runs/)")
 
-    apply = sub.add_parser("apply", help="apply a trained run to NIfTI files, folders or globs")
+    apply = command("apply", help="apply a trained run to NIfTI files, folders or globs")
     apply.add_argument("--run", required=True, help="a run folder (from `sr-lib train` or reports/runs/...)")
     apply.add_argument("inputs", nargs="+", help="NIfTI files, folders or globs")
     apply.add_argument("--out", required=True, help="output folder")
 
-    check = sub.add_parser("check", help="validate NIfTI files or a dataset folder")
+    check = command("check", help="validate NIfTI files or a dataset folder")
     check.add_argument("paths", nargs="+", help="NIfTI files, folders or globs")
 
-    bench = sub.add_parser("bench", help="training and inference speed of every method on this machine")
+    bench = command("bench", help="training and inference speed of every method on this machine")
     bench.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     bench.add_argument("--methods", nargs="+", default=None)
     bench.add_argument("--scenario", default="SR-B")
     bench.add_argument("--device", default="auto", help="auto, cpu or cuda")
     bench.add_argument("--out", default=None, help="also write the table to this CSV")
 
-    sub.add_parser("methods", help="list the registered methods")
-    sub.add_parser("scenarios", help="list the degradation presets")
+    command("methods", help="list the registered methods")
+    command("scenarios", help="list the degradation presets")
     return parser
 
 

@@ -106,9 +106,8 @@ def run_report(
 
 
 def _record_failed_run(runs_root: Path, params: dict, error: str) -> None:
-    config = RunConfig(method=params["method"], scenario=params["scenario"], contrast=params["contrast"],
-                       scale=params["scale"], pairing=params["pairing"], profile=params["profile"], seed=params["seed"],
-                       dataset=params["dataset"], root=params["root"] or None)
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    config = RunConfig(**{**{k: v for k, v in params.items() if k in fields}, "root": params["root"] or None})
     folder = runs_root / config.folder
     write_json(folder / "config.json", config.to_dict())
     write_json(folder / STATUS_NAME, {"status": "failed", "error": error, "config": config.to_dict()})

@@ -32,6 +32,7 @@ class Profile:
     feature_net_steps: int  # steps to train the MRI feature net for perceptual losses
     # inference
     infer_batch: int  # slices (2D) or patches (3D) per forward pass
+    infer_patch_3d: int  # LR edge (voxels) of a 3D sliding-window inference patch
 
     @property
     def n_train(self) -> int:
@@ -43,19 +44,19 @@ PROFILES: dict[str, Profile] = {
         name="test", voxel_size_mm=6.0, n_subjects=6, n_val=1, n_test=2,
         patch_size=16, patch_size_3d=12, batch_size=4, steps=12, val_every=6,
         checkpoint_every=6, lr=1e-3, features=8, num_blocks=1, feature_net_steps=10,
-        infer_batch=8,
+        infer_batch=8, infer_patch_3d=24,
     ),
     "quick": Profile(
         name="quick", voxel_size_mm=2.0, n_subjects=12, n_val=1, n_test=4,
         patch_size=32, patch_size_3d=16, batch_size=16, steps=800, val_every=200,
         checkpoint_every=200, lr=3e-4, features=32, num_blocks=4, feature_net_steps=300,
-        infer_batch=32,
+        infer_batch=32, infer_patch_3d=32,
     ),
     "full": Profile(
         name="full", voxel_size_mm=1.0, n_subjects=40, n_val=4, n_test=8,
         patch_size=64, patch_size_3d=32, batch_size=16, steps=20000, val_every=1000,
         checkpoint_every=1000, lr=1e-4, features=64, num_blocks=16, feature_net_steps=3000,
-        infer_batch=64,
+        infer_batch=64, infer_patch_3d=64,
     ),
 }
 

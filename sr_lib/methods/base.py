@@ -169,7 +169,7 @@ class LearnedMethod(Method):
         from sr_lib.infer import predict_volume
 
         return predict_volume(self.predict_batch, lr, task=self.task, batch_size=self.profile.infer_batch,
-                              patch_size=self.profile.patch_size_3d * 2, device=self.device)
+                              patch_size=self.profile.infer_patch_3d, device=self.device)
 
     def state_dict(self) -> dict[str, Any]:
         return {
