@@ -1,4 +1,4 @@
-"""Command line: `sr-lib report | train | apply | check | methods | scenarios`.
+"""Command line: `sr-lib report | train | apply | check | bench | methods | studies | scenarios`.
 
 argparse lives here only; every command calls a library function. Errors print one line
 (`sr-lib: error: <file>: <problem>`) and exit 2; `--debug` shows the traceback instead.
@@ -32,11 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, parents=[common])
 
-    report = command("report", help="run the notebooks with papermill and regenerate reports/")
+    report = command("report", help="run the studies (training what is not cached) and regenerate reports/")
     _add_run_arguments(report)
-    report.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
-    report.add_argument("--scenarios", nargs="+", default=["kspace-2x", "SR-B"])
-    report.add_argument("--contrasts", nargs="+", default=["T2"])
+    report.add_argument("--study", nargs="+", default=None, dest="studies", help="studies to run (default: all; see `sr-lib studies`)")
+    report.add_argument("--seeds", type=int, default=None, help="training seeds per run (default: each study's own)")
+    report.add_argument("--dry-run", action="store_true", help="list which runs would train and which are reused, then stop")
     report.add_argument("--out", default=None, help="reports folder (default reports/)")
 
     train = command("train", help="train and evaluate one method (one run folder)")
@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--scenario", default="kspace-2x")
     train.add_argument("--contrast", default="T2")
     train.add_argument("--pairing", default="paired", choices=["paired", "misaligned", "unpaired"])
-    train.add_argument("--schedule", default="constant", choices=["constant", "step", "linear", "cosine"])
+    train.add_argument("--dims", type=int, choices=[2, 3], default=None, help="2D (slice-wise) or 3D where the method has both")
+    train.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                       help="a method option, e.g. --option schedule=linear --option patience=0 (see `sr-lib methods -v`)")
     train.add_argument("--out", default="runs", help="folder that holds run folders (default runs/)")
 
     apply = command("apply", help="apply a trained run to NIfTI files, folders or globs")
@@ -63,25 +65,59 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="auto", help="auto, cpu or cuda")
     bench.add_argument("--out", default=None, help="also write the table to this CSV")
 
-    command("methods", help="list the registered methods")
+    methods = command("methods", help="list the registered methods")
+    methods.add_argument("-v", "--verbose", action="store_true", help="also show each method's options and defaults")
+    command("studies", help="list the studies the report runs")
     command("scenarios", help="list the degradation presets")
     return parser
 
 
-def cmd_methods(_: argparse.Namespace) -> int:
+def cmd_methods(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from sr_lib.methods import METHODS
 
-    for name, spec in METHODS.items():
-        dims = "/".join(f"{d}D" for d in spec.dims)
-        print(f"{name:<10} {dims:<6} {'learned' if spec.learned else 'classic':<8} {spec.summary}")
+    for name, cls in METHODS.items():
+        dims = "/".join(f"{d}D" for d in cls.support.dims)
+        grids = "+".join(cls.support.grids)
+        print(f"{name:<10} {dims:<6} {grids:<11} {'learned' if cls.learned else 'classic':<8} {cls.summary}")
+        if getattr(args, "verbose", False):
+            for field in dataclasses.fields(cls.Options):
+                print(f"{'':<12}{field.name} = {field.default!r}")
     return 0
+
+
+def cmd_studies(_: argparse.Namespace) -> int:
+    from sr_lib.studies import STUDIES
+
+    for name, study in STUDIES.items():
+        print(f"{name:<12} {study.title}: {', '.join(study.scenarios)} x {', '.join(study.contrasts)} x "
+              f"{len(study.methods)} methods x {study.seeds} seeds")
+    return 0
+
+
+def parse_options(items: Sequence[str]) -> dict:
+    """`NAME=VALUE` pairs; VALUE is read as JSON when it parses (numbers, true, null), else as text."""
+    import json
+
+    options = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--option {item!r}: expected NAME=VALUE")
+        try:
+            options[name] = json.loads(value)
+        except json.JSONDecodeError:
+            options[name] = value
+    return options
 
 
 def cmd_scenarios(_: argparse.Namespace) -> int:
     from sr_lib.degrade import SCENARIOS
 
     for name, scenario in SCENARIOS.items():
-        print(f"{name:<13} {scenario.description}")
+        # name + description [paper], then the paper's values and ours on indented lines
+        print(f"{name:<13} {scenario.describe()}")
     return 0
 
 
@@ -90,46 +126,75 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = RunConfig(method=args.method, scenario=args.scenario, contrast=args.contrast.upper(), scale=args.scale,
                        pairing=args.pairing, profile=args.profile, seed=args.seed, dataset=args.dataset,
-                       root=args.root, schedule=args.schedule)
+                       root=args.root, dims=args.dims, options=parse_options(args.option))
     result = run_experiment(config, args.out, force=args.force)
     if result.status != "done":
         print(f"sr-lib: run failed: {result.error} (see {result.folder}/status.json)", file=sys.stderr)
         return 1
-    means = result.metrics[["psnr", "ssim"]].agg(["mean", "std"])
-    print(f"{result.folder}\n  PSNR {means.loc['mean', 'psnr']:.2f} ± {means.loc['std', 'psnr']:.2f} dB, "
-          f"SSIM {means.loc['mean', 'ssim']:.4f} ± {means.loc['std', 'ssim']:.4f} over {len(result.metrics)} test subjects")
+    if result.status == "n/a":
+        print(f"sr-lib: {args.method} does not apply here: {result.error}", file=sys.stderr)
+        return 1
+    means = result.scores("brain")[["psnr", "ssim"]].agg(["mean", "std"])
+    print(f"{result.folder}\n  brain: PSNR {means.loc['mean', 'psnr']:.2f} ± {means.loc['std', 'psnr']:.2f} dB, "
+          f"SSIM {means.loc['mean', 'ssim']:.4f} ± {means.loc['std', 'ssim']:.4f} over {len(result.scores())} test subjects")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from sr_lib.pipeline import run_report
 
-    index = run_report(profile=args.profile, methods=args.methods, scenarios=args.scenarios,
-                       contrasts=[c.upper() for c in args.contrasts], dataset=args.dataset, root=args.root,
-                       scale=args.scale, seed=args.seed, force=args.force, out=args.out)
-    print(f"report written: {index}")
+    result = run_report(studies=args.studies, profile=args.profile, dataset=args.dataset, root=args.root,
+                        scale=args.scale, seeds=args.seeds, force=args.force, out=args.out, dry_run=args.dry_run)
+    if args.dry_run:
+        print(result.to_string(index=False))
+        counts = result["run"].value_counts().to_dict()
+        print(f"{counts.get('train', 0)} to train, {counts.get('reuse', 0)} reused, {counts.get('n/a', 0)} not applicable")
+        return 0
+    print(f"report written: {result}")
     return 0
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from sr_lib.apply import apply_run
+    """Apply a run to every input; one line per file, skipped files named; exit 1 if any failed
+    or nothing was found, 130 when interrupted (the file being written is removed)."""
+    from sr_lib.apply import apply_run, find_inputs, printable
 
-    outcomes = apply_run(args.run, args.inputs, args.out)
+    found = find_inputs(args.inputs, skip_outputs=True)
+    for path, why in found.skipped:
+        print(printable(f"skipped {path}: {why}"))
+    try:
+        outcomes = apply_run(args.run, args.inputs, args.out, found=found)
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM via sr_lib.atomic.Terminated
+        print(printable(f"sr-lib: apply interrupted ({err or 'Ctrl-C'}); the file being written was removed, "
+                        f"finished outputs in {args.out} are kept"), file=sys.stderr)
+        return 130
     for outcome in outcomes:
-        print(f"ok      {outcome.input} -> {outcome.output}" if outcome.ok else f"FAILED  {outcome.error}")
+        if outcome.ok:
+            print(printable(f"ok      {outcome.input} -> {outcome.output}" + (f" ({outcome.note})" if outcome.note else "")))
+        else:
+            print(printable(f"FAILED  {outcome.error}"))
     failed = sum(not o.ok for o in outcomes)
-    print(f"{len(outcomes) - failed} written, {failed} failed")
+    print(f"{len(outcomes) - failed} written, {failed} failed" + ("" if outcomes else "; no inputs"))
     return 1 if failed or not outcomes else 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Print the check table, skipped files and warnings; exit 1 if any file has a problem."""
+    from sr_lib.apply import printable
     from sr_lib.check import check_paths
 
     table = check_paths(args.paths)
-    print(table.to_string(index=False))
+    print(printable(table.to_string(index=False)))
+    for skipped in table.attrs.get("skipped", []):
+        print(printable(f"skipped {skipped}"))
+    for row in table.itertuples():
+        if row.problem.startswith("no NIfTI files found"):
+            print(printable(row.problem))
+        if row.warning:
+            print(printable(f"warning {row.path}: {row.warning}"))
     problems = int((table["problem"] != "").sum())
     print(f"{len(table)} files checked, {problems} with problems")
-    return 1 if problems else 0
+    return 1 if problems or table.empty else 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -144,7 +209,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"methods": cmd_methods, "scenarios": cmd_scenarios, "train": cmd_train, "report": cmd_report,
+COMMANDS = {"methods": cmd_methods, "studies": cmd_studies, "scenarios": cmd_scenarios, "train": cmd_train, "report": cmd_report,
             "apply": cmd_apply, "check": cmd_check, "bench": cmd_bench}
 
 

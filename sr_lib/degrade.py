@@ -22,9 +22,11 @@ boundaries (edge sample repeated, as MATLAB ``imresize`` and ``scipy.ndimage`` m
 ``reflect``). MONAI's ``GaussianFilter`` is not used: it zero-pads (darkening borders) and
 needs batch/channel axes; torch's reflect padding fails when a kernel is longer than an axis.
 
-Papers (full texts in ``shared/seeds``): HLH-GAN (000; SR-N-B, SR-B, SRI and the H-L GAN's
-degradation maps), UDEAN (002; 3D k-space truncation, misalignment, unpaired subjects),
-GAN-CPCE / GAN-CIRCLE (003; central 25% of 2D k-space).
+Papers, cited as `sr_lib.papers.cite` does: the HLH-GAN paper (authors not established;
+SR-N-B, SR-B, SRI and the H-L GAN's degradation maps), Liu et al. 2022 (UDEAN: 3D k-space
+truncation, misalignment, unpaired subjects), Lyu et al. 2018 (GAN-CPCE / GAN-CIRCLE for MRI:
+central 25% of 2D k-space). Each scenario preset records which of its values come from its
+paper (`Scenario.paper_values`) and which are ours (`Scenario.our_choices`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from sr_lib.io import Volume, resampled_affine
+from sr_lib.papers import cite
 
 Array = Union[np.ndarray, torch.Tensor]
 
@@ -137,9 +140,9 @@ def kspace_truncate(
     """Keep the central ``1/f`` of k-space per axis (``f = 1``: axis untouched), 2D or 3D.
 
     The MRI-physics way to lower resolution: an acquisition with fewer phase/frequency
-    encodes. GAN-CPCE/GAN-CIRCLE (003, Sec. II.1): "kept to the central 25% region" of 2D
+    encodes. Lyu et al. 2018 (GAN-CPCE / GAN-CIRCLE, Sec. II.1): "kept to the central 25% region" of 2D
     k-space, zero-filled on the same grid = ``factors=(2, 2)`` (or ``(2, 2, 1)`` on a volume)
-    with ``grid="same"``. UDEAN (002, Sec. II.D): 3D truncation 2x2x1 and 2x2x2, small grid.
+    with ``grid="same"``. Liu et al. 2022 (UDEAN, Sec. II.D): 3D truncation 2x2x1 and 2x2x2, small grid.
 
     Only the axes with ``f != 1`` are Fourier transformed (centred FFT, DC at index
     ``n // 2``); ``m = n / f`` samples are kept, indices ``n//2 - m//2 .. n//2 - m//2 + m - 1``
@@ -256,7 +259,7 @@ def resize(
     """Resample `x` onto a cell-centred grid `factors` times coarser (``> 1`` shrinks, ``< 1``
     grows: 0.5 = 2x upsampling), or onto `size` voxels per axis; 2D or 3D.
 
-    As MATLAB ``imresize`` (HLH-GAN's bicubic degradation, 000 Sec. 3.3, and the bicubic /
+    As MATLAB ``imresize`` (the HLH-GAN paper's bicubic degradation, Sec. 3.3, and the bicubic /
     tricubic baselines of all seeds): separable per axis (so 3D bicubic = tricubic), Keys
     cubic with a = -0.5, the kernel widened by the factor when shrinking (antialiasing) for
     'bicubic', 'linear' and 'area' (= exact block averages for whole factors), not for
@@ -303,6 +306,22 @@ def downsample(x: Array, factors: float | Sequence[float], *, method: str = "bic
 # ----------------------------------------------------------------------------- blur
 
 
+def resize_axes(x: torch.Tensor, size: Sequence[int], *, axes: Sequence[int], method: str = "bicubic") -> torch.Tensor:
+    """`resize` along some `axes` of a tensor only (e.g. the spatial axes of an (N, C, ...)
+    batch), onto `size` samples each: the same kernels, so nets that start from an
+    interpolated input start from exactly the baseline's interpolation."""
+    if method not in _KERNELS:
+        raise ValueError(f"method {method!r} must be one of {RESIZE_METHODS}")
+    if len(size) != len(axes):
+        raise ValueError(f"size {tuple(size)} must give one length per axis {tuple(axes)}")
+    out = x
+    for axis, n_out in zip(axes, size):
+        n_in = x.shape[axis]
+        if n_in != n_out:
+            out = _apply_taps(out, axis, *_contributions(n_in, int(n_out), method))
+    return out
+
+
 def _gaussian_taps(sigma: float) -> tuple[np.ndarray, np.ndarray]:
     radius = int(3.0 * sigma + 0.5)
     d = np.arange(-radius, radius + 1, dtype=np.float64)
@@ -317,7 +336,7 @@ def gaussian_blur(x: Array, sigma: float | Sequence[float], *, axes: Sequence[in
     axis alone. The sampled kernel is truncated at 3 sigma (radius ``int(3 sigma + 0.5)``, as
     ``scipy.ndimage.gaussian_filter(..., truncate=3)``) and normalised to sum 1; boundaries are
     symmetric (scipy mode 'reflect'), so the sum of an image away from the border is kept.
-    Used by HLH-GAN's SR-B and SRI degradations (000, Sec. 3.3).
+    Used by the SR-B and SRI presets (the HLH-GAN paper, Sec. 3.3, names the blur but gives no sigma).
     """
     t, was_numpy = _as_tensor(x)
     axes = tuple(range(t.ndim)) if axes is None else tuple(int(a) for a in axes)
@@ -361,7 +380,7 @@ def gaussian_kernel(sigma: float | Sequence[float], size: int, *, angle: float =
 @dataclasses.dataclass(frozen=True)
 class KernelPCA:
     """PCA of flattened blur kernels: `project` maps a ``(k, k)`` kernel to a code of length
-    ``n_components`` (HLH-GAN, 000 Sec. 2.3, following SRMD: the blur kernel is
+    ``n_components`` (the HLH-GAN paper, Sec. 2.3, following SRMD: the blur kernel is
     "vectorized and projected onto an n-dimensional space via PCA").
 
     ``code = components @ (kernel.ravel() - mean)``; `reconstruct` inverts it (up to the
@@ -447,7 +466,7 @@ def degradation_maps(
 ) -> Array:
     """Degradation maps ``(t + 2, *shape)``, channels first: each of the `t` kernel-code
     entries and the noise level stretched to constant image-sized maps, then the hole mask
-    (zeros when None). HLH-GAN's H-L generator input (000, Sec. 2.3, after SRMD): concatenated
+    (zeros when None). The HLH-GAN paper's H-L generator input (Sec. 2.3, after SRMD): concatenated
     with the HR image along channels. `hole_mask` must already have `shape` (use
     ``resize(mask, size=shape, method="nearest")`` to move it between grids).
     Torch in (code or mask) -> torch out on that device; otherwise numpy float32.
@@ -499,7 +518,8 @@ def add_gaussian_noise(x: Array, sigma: float, rng: np.random.Generator) -> Arra
 
 def add_rician_noise(x: Array, sigma: float, rng: np.random.Generator) -> Array:
     """``|x + sigma * (n_re + i n_im)|``: the magnitude of a complex signal with independent
-    Gaussian noise in both channels, as magnitude MRI is (HLH-GAN's SRI noise, 000 Sec. 3.3).
+    Gaussian noise in both channels, as magnitude MRI is (our choice for the SRI preset: the HLH-GAN paper, Sec. 3.3, gives
+    neither the noise type nor its level).
     On a zero background the mean is ``sigma * sqrt(pi / 2)``. Draws the real channel first."""
     t, was_numpy = _as_tensor(x)
     sigma = _check_sigma(sigma)
@@ -523,7 +543,7 @@ def sample_holes(
 ) -> tuple[Box, ...]:
     """Draw `n_holes` rectangular missing regions; each box is ``((start, stop), ...)`` per axis.
 
-    HLH-GAN's "rectangular missing region r sampled randomly" (000, Sec. 2.3; no sizes
+    The HLH-GAN paper's "rectangular missing region r sampled randomly" (Sec. 2.3; no sizes
     given). Our choice: along each axis in `axes` the edge is ``round(u * n)`` (at least 1)
     with ``u ~ U(size_range)``, placed uniformly inside the image. Along every other axis
     (the slice axis of a volume) the box spans a random run of at least half the axis
@@ -624,31 +644,67 @@ def apply_bias_field(x: Array, params: Mapping[str, Any]) -> Array:
 
 # ----------------------------------------------------------------------------- misalignment
 
+# Liu et al. 2022 (UDEAN), Sec. II.D, on the HCP T1w grid: 0.7 mm isotropic voxels, matrix
+# 320 x 320 x 256, FOV 224 mm. Their "0 to 2 voxels" are converted here to millimetres on that
+# grid (2 x 0.7 mm = 1.4 mm) so that the motion is the same physical size on any grid.
+UDEAN_VOXEL_MM = 0.7
+UDEAN_MAX_ROTATION_DEG = 2.0  # paper: "0 to 2 degrees around the H-F axis and the L-R axis"
+UDEAN_MAX_TRANSLATION_MM = 2 * UDEAN_VOXEL_MM  # paper: "0 to 2 voxels" in H-F and L-R
+UDEAN_MAX_SHRINK_MM = 2 * UDEAN_VOXEL_MM  # paper: "shrinking ... by 0 to 2 voxels in A-P and L-R"
+
 
 def sample_misalignment(
-    rng: np.random.Generator, *, max_rotation_deg: float = 2.0, max_translation: float = 2.0, max_shrink: float = 2.0
-) -> dict[str, list[float]]:
-    """UDEAN's simulated movement between HR and LR acquisitions (002, Sec. II.D):
-    rotation by 0-2 degrees about the H-F (z) and L-R (x) axes, translation by 0-2 voxels
-    along H-F and L-R, and shrinking by 0-2 voxels along A-P (y) and L-R (x).
+    rng: np.random.Generator,
+    *,
+    voxel_size: float | Sequence[float] = 1.0,
+    max_rotation_deg: float = UDEAN_MAX_ROTATION_DEG,
+    max_translation_mm: float = UDEAN_MAX_TRANSLATION_MM,
+    max_shrink_mm: float = UDEAN_MAX_SHRINK_MM,
+) -> dict[str, Any]:
+    """Liu et al. 2022 (UDEAN, Sec. II.D)'s simulated movement between HR and LR acquisitions,
+    in physical units: rotation by 0-2 degrees about the H-F (z) and L-R (x) axes, translation
+    along H-F and L-R, and shrinking of the whole volume along A-P (y) and L-R (x).
 
-    Our reading of details the paper leaves open: rotations and translations get a random
-    sign (uniform in ``[-max, max]``), shrinking is uniform in ``[0, max]`` voxels; the other
-    components are 0. Params are per axis (x, y, z); draw order rot_x, rot_z, t_x, t_z,
-    shrink_x, shrink_y.
+    The paper gives translation and shrink as "0 to 2 voxels" on its HCP grid (0.7 mm
+    isotropic, FOV 224 mm); the defaults are those 2 voxels in millimetres, 1.4 mm, so the
+    motion has the paper's physical size whatever our voxel size. A 1.4 mm shrink of a
+    176 mm field of view (the quick profile's 88 voxels of 2 mm) is 0.8%, within the paper's
+    "0.7 to 0.9% change in the objects' sizes"; a shrink in voxels of a coarse grid would not be
+    (2 voxels of 2 mm = 2.3%). Rotation angles are the paper's.
+
+    Our reading of details the paper leaves open: rotations and translations get a random sign
+    (uniform in ``[-max, max]``), shrinking is uniform in ``[0, max]`` mm; the other components
+    are 0. Params are per axis (x, y, z); draw order rot_x, rot_z, t_x, t_z, shrink_x, shrink_y.
+    `voxel_size` (mm, scalar or 2 or 3 values) is not used by the draw; it is recorded as
+    ``voxel_size_mm`` so that `apply_misalignment` replays the params on the grid they were
+    drawn for.
     """
     rng = _check_rng(rng)
-    for name, v in (("max_rotation_deg", max_rotation_deg), ("max_translation", max_translation), ("max_shrink", max_shrink)):
+    for name, v in (("max_rotation_deg", max_rotation_deg), ("max_translation_mm", max_translation_mm),
+                    ("max_shrink_mm", max_shrink_mm)):
         if not math.isfinite(v) or v < 0:
             raise ValueError(f"{name} {v} must be >= 0")
+    k = 1 if np.ndim(voxel_size) == 0 else np.asarray(voxel_size).size
+    vox = _voxel_size(voxel_size, 2 if k == 2 else 3)
     rx, rz = rng.uniform(-max_rotation_deg, max_rotation_deg, 2)
-    tx, tz = rng.uniform(-max_translation, max_translation, 2)
-    sx, sy = rng.uniform(0.0, max_shrink, 2)
+    tx, tz = rng.uniform(-max_translation_mm, max_translation_mm, 2)
+    sx, sy = rng.uniform(0.0, max_shrink_mm, 2)
     return {
         "rotation_deg": [float(rx), 0.0, float(rz)],
-        "translation": [float(tx), 0.0, float(tz)],
-        "shrink": [float(sx), float(sy), 0.0],
+        "translation_mm": [float(tx), 0.0, float(tz)],
+        "shrink_mm": [float(sx), float(sy), 0.0],
+        "voxel_size_mm": list(vox),
     }
+
+
+def _voxel_size(value: Any, ndim: int) -> tuple[float, ...]:
+    """Voxel size in mm: a scalar, or one value per axis; 3 values for a 2D slice keep (x, y)."""
+    if np.ndim(value) != 0 and ndim == 2 and len(np.asarray(value).ravel()) == 3:
+        value = np.asarray(value, dtype=np.float64).ravel()[:2]
+    vox = _per_axis(value, ndim, "voxel_size")
+    if any(v <= 0 for v in vox):
+        raise ValueError(f"voxel_size {vox} must be > 0 mm")
+    return vox
 
 
 def _rotation(angles_deg: Sequence[float]) -> np.ndarray:
@@ -661,44 +717,70 @@ def _rotation(angles_deg: Sequence[float]) -> np.ndarray:
 
 
 def apply_misalignment(
-    x: Array, params: Mapping[str, Sequence[float]], *, voxel_size: Sequence[float] | None = None
+    x: Array,
+    params: Mapping[str, Any],
+    *,
+    voxel_size: float | Sequence[float] | None = None,
+    order: int = 3,
 ) -> Array:
-    """Move `x` rigidly and shrink it about its centre: an object at voxel ``q`` goes to
-    ``p = R S (q - c) + c + t`` (``c`` the centre, ``S = diag(1 - shrink / n)`` so the extent
-    along an axis shrinks by `shrink` voxels, ``t`` the translation in voxels; +1 on x moves
-    content to higher x). Trilinear sampling (torch affine_grid/grid_sample,
-    ``align_corners=False``), zeros outside. Rotation is in mm when `voxel_size` is given,
-    else in voxel units (isotropic). A 2D ``(x, y)`` image is an axial slice: only the
-    rotation about z (H-F), the x/y translation and x/y shrink apply. Identity params return
-    a copy of `x`.
+    """Move `x` rigidly and shrink it about its centre, in millimetres: an object at ``q`` (mm,
+    from the centre ``c``) goes to ``p = R S (q - c) + c + t`` with ``R`` the rotation
+    (``rotation_deg``), ``S = diag(1 - shrink_mm / FOV)`` (the field of view ``n * voxel``
+    shrinks by ``shrink_mm`` along each axis) and ``t = translation_mm`` (+1 mm on x moves
+    content to higher x). In voxel indices that is ``V^-1 R V S (i - c) + c + V^-1 t`` with
+    ``V = diag(voxel_size)``, so rotations stay rigid in mm on anisotropic grids.
+
+    `voxel_size` (mm, scalar or per axis) defaults to the params' ``voxel_size_mm`` (recorded by
+    `sample_misalignment`), else isotropic 1 mm; giving both with different values is an error.
+    A 2D ``(x, y)`` image is an axial slice: only the rotation about z (H-F), the x/y
+    translation and the x/y shrink apply.
+
+    Resampling: cubic spline interpolation (``order=3``; ``order=1`` is linear, for
+    comparisons) by ``scipy.ndimage.affine_transform`` on the CPU in float64, zeros outside
+    the field of view (mode 'grid-constant'); the result is clipped to the input's range (a
+    cubic overshoots at sharp edges). One implementation for numpy and torch: a tensor comes
+    back as float32 on its device, the same numbers on CPU and GPU. Identity params return a
+    copy of `x`.
     """
+    import scipy.ndimage as ndi
+
     t, was_numpy = _as_tensor(x)
+    if "translation" in params or "shrink" in params:
+        raise ValueError("misalignment params 'translation'/'shrink' (voxels) are no longer accepted; "
+                         "give 'translation_mm' and 'shrink_mm' (see sample_misalignment)")
+    unknown = set(params) - {"rotation_deg", "translation_mm", "shrink_mm", "voxel_size_mm"}
+    if unknown:
+        raise ValueError(f"unknown misalignment params {sorted(unknown)}")
+    if order not in (0, 1, 2, 3, 4, 5):
+        raise ValueError(f"order {order} must be a spline order 0..5")
     rot = _per_axis(params.get("rotation_deg", (0, 0, 0)), 3, "rotation_deg")
-    trans = _per_axis(params.get("translation", (0, 0, 0)), 3, "translation")
-    shrink = _per_axis(params.get("shrink", (0, 0, 0)), 3, "shrink")
+    trans = _per_axis(params.get("translation_mm", (0, 0, 0)), 3, "translation_mm")
+    shrink = _per_axis(params.get("shrink_mm", (0, 0, 0)), 3, "shrink_mm")
     nd = t.ndim
-    n = np.array(t.shape, dtype=np.float64)
-    if any(s >= m for s, m in zip(shrink, n)):
-        raise ValueError(f"shrink {shrink} must be smaller than the shape {tuple(t.shape)}")
+    vox = None if voxel_size is None else _voxel_size(voxel_size, nd)
+    if params.get("voxel_size_mm") is not None:
+        recorded = _voxel_size(params["voxel_size_mm"], nd)
+        if vox is not None and not np.allclose(vox, recorded):
+            raise ValueError(f"voxel_size {vox} differs from the params' voxel_size_mm {recorded}")
+        vox = recorded
+    vox = np.ones(nd) if vox is None else np.asarray(vox)
     if nd == 2:
         rot, trans, shrink = (0.0, 0.0, rot[2]), trans[:2], shrink[:2]
+    n = np.array(t.shape, dtype=np.float64)
+    fov = n * vox
+    if any(s >= f for s, f in zip(shrink, fov)):
+        raise ValueError(f"shrink_mm {tuple(shrink)} must be smaller than the field of view {tuple(fov)} mm")
     if not any(rot) and not any(trans) and not any(shrink):
         return _back(t.clone(), was_numpy)
-    vox = np.ones(nd) if voxel_size is None else np.asarray(_per_axis(voxel_size, nd, "voxel_size"))
-    if np.any(vox <= 0):
-        raise ValueError(f"voxel_size {tuple(vox)} must be > 0")
     r = _rotation(rot)[:nd, :nd]
-    forward = np.diag(1 / vox) @ r @ np.diag(vox) @ np.diag(1 - np.asarray(shrink) / n)
-    a = np.linalg.inv(forward)  # sampling: q = A (p - c - t) + c
+    forward = np.diag(1 / vox) @ r @ np.diag(vox) @ np.diag(1 - np.asarray(shrink) / fov)
+    a = np.linalg.inv(forward)  # sampling: q = A (p - c - t) + c, in voxel indices
     c = (n - 1) / 2
-    b = c - a @ (c + np.asarray(trans))
-    d, e = 2 / n, 1 / n - 1  # normalised coordinate u = d * q + e (align_corners=False)
-    theta = np.diag(d) @ a @ np.diag(1 / d)
-    offset = d * b + e - theta @ e
-    theta, offset = theta[::-1, ::-1], offset[::-1]  # grid_sample wants (w, h, d) order
-    matrix = torch.as_tensor(np.concatenate([theta, offset[:, None]], axis=1)[None], dtype=torch.float32, device=t.device)
-    grid = F.affine_grid(matrix, [1, 1, *t.shape], align_corners=False)
-    out = F.grid_sample(t[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
+    b = c - a @ (c + np.asarray(trans) / vox)
+    src = t.detach().cpu().numpy().astype(np.float64)
+    out = ndi.affine_transform(src, a, offset=b, order=order, mode="grid-constant", cval=0.0)
+    lo, hi = min(float(src.min()), 0.0), max(float(src.max()), 0.0)
+    out = torch.from_numpy(np.clip(out, lo, hi).astype(np.float32)).to(t.device)
     return _back(out, was_numpy)
 
 
@@ -728,6 +810,10 @@ class Scenario:
     `spatial_dims_hint` says whether the paper worked on 2D slices (2, in-plane = x, y) or
     3D patches (3). `pipeline(scenario, hr, rng)` does the work, reading its knobs from
     `options`; a new degradation is one pipeline function plus one preset line.
+
+    Provenance: `paper_values` maps each setting taken from the paper to where it says so,
+    `our_choices` each setting the paper leaves open to our justification; a key is in one
+    of them, never both.
     """
 
     name: str
@@ -739,6 +825,8 @@ class Scenario:
     pipeline: Pipeline = dataclasses.field(repr=False)
     scale: int | None = None
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    paper_values: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    our_choices: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def lr_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
         """Shape of the LR output for an HR input of `shape`."""
@@ -749,7 +837,17 @@ class Scenario:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able settings (without the pipeline function)."""
         return {"scenario": self.name, "paper": self.paper, "scale": self.scale, "factors": list(self.factors),
-                "grid": self.grid, "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()}}
+                "grid": self.grid, "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()},
+                "paper_values": dict(self.paper_values), "our_choices": dict(self.our_choices)}
+
+    def describe(self) -> str:
+        """Two lines: the description and paper, then where each value comes from
+        (``paper: knob = why; ...  |  ours: knob = why; ...``)."""
+        def join(d: Mapping[str, str]) -> str:
+            return "; ".join(f"{k} = {v}" for k, v in d.items()) or "-"
+
+        return (f"{self.description} [{self.paper}]\n"
+                f"    paper: {join(self.paper_values)}\n    ours: {join(self.our_choices)}")
 
     def apply(self, hr: Array, rng: np.random.Generator) -> Degraded:
         """Degrade `hr` (3D (X, Y, Z); a 2D (X, Y) slice uses the first two factors)."""
@@ -766,7 +864,7 @@ def _kspace_pipeline(s: Scenario, hr: Array, rng: np.random.Generator) -> tuple[
 
 
 def _image_pipeline(s: Scenario, hr: Array, rng: np.random.Generator) -> tuple[Array, Array | None, dict[str, Any]]:
-    """HLH-GAN's image-domain chain (000, Sec. 3.3): Gaussian blur (only along the axes that
+    """The HLH-GAN paper's image-domain chain (Sec. 3.3): Gaussian blur (only along the axes that
     are downsampled; option ``blur_sigma`` in HR voxels, 0 = none) -> `resize` by the factors
     (option ``method``) -> noise (``noise`` 'rician' or 'gaussian', ``noise_sigma``; seed drawn
     from `rng` and logged) -> ``n_holes`` holes on the LR grid in-plane (x, y; options
@@ -794,32 +892,78 @@ def _image_pipeline(s: Scenario, hr: Array, rng: np.random.Generator) -> tuple[A
     return x, mask, sampled
 
 
-_HLH = "HLH-GAN (seed 000)"
-_UDEAN = "UDEAN (seed 002)"
-_CPCE = "GAN-CPCE / GAN-CIRCLE (seed 003)"
+_HLH = cite("hlh-gan")
+_UDEAN = cite("udean") + ", UDEAN"
+_CPCE = cite("gan-circle") + ", GAN-CPCE / GAN-CIRCLE"
+
+# Provenance shared by the presets of one paper (see Scenario.paper_values / our_choices).
+_HLH_PAPER = {
+    "scale": "x2 and x4 (H-L generator strides 2 and 4, Sec. 3.1)",
+}
+_HLH_OURS = {
+    "method": "bicubic (MATLAB imresize) simulation; the paper pairs acquired LQ/HQ scans (Sec. 3.2) "
+              "and does not say how its SR-N-B / SR-B / SRI inputs were made",
+    "axes": "in-plane (x, y) only, slice axis kept: the paper gives no through-plane factor",
+}
+_KSPACE_OURS = {
+    "magnitude": "the magnitude of the truncated image is kept (what a scanner shows)",
+    "crop": "centred crop, DC at n // 2, the most negative frequency kept for even sizes",
+}
+_UDEAN_PAPER = {
+    "factors": "3D k-space truncation with scale factors 2x2x1 and 2x2x2 (Sec. II.D)",
+    "grid": "small LR grid: LR / HR patches 64x64x3 / 128x128x3 (2x2x1) and 64x64x3 / 128x128x6 (2x2x2)",
+}
+_UDEAN_OURS = {
+    **_KSPACE_OURS,
+    "axes": "x, y halved and z (H-F) kept for 2x2x1: the paper does not name the anatomical axes",
+    "sampling": "LR sample i at HR coordinate 2 i + 1/2 (cell-centred, by a k-space phase ramp) and "
+                "intensities scaled by m / n to keep the mean",
+}
 
 # name -> (builder(scale) -> Scenario, accepted scales); the first scale is the default.
 _PRESETS: dict[str, tuple[Callable[[int], Scenario], tuple[int, ...]]] = {
     "SR-N-B": (lambda s: Scenario(
         "SR-N-B", f"bicubic x{s} in-plane (x, y), no blur or noise (HLH-GAN's SR-N-B / SR-B-D)", _HLH,
-        (s, s, 1), "small", 2, _image_pipeline, s, {"method": "bicubic"}), (2, 4)),
+        (s, s, 1), "small", 2, _image_pipeline, s, {"method": "bicubic"},
+        paper_values={**_HLH_PAPER, "degradation": "downsampling without blur or noise (SR-B-D, Sec. 3.3)"},
+        our_choices=_HLH_OURS), (2, 4)),
     "SR-B": (lambda s: Scenario(
         "SR-B", f"Gaussian blur sigma {s / 2:g} HR px in-plane, then bicubic x{s} (HLH-GAN's SR-B)", _HLH,
-        (s, s, 1), "small", 2, _image_pipeline, s, {"method": "bicubic", "blur_sigma": s / 2}), (2, 4)),
+        (s, s, 1), "small", 2, _image_pipeline, s, {"method": "bicubic", "blur_sigma": s / 2},
+        paper_values={**_HLH_PAPER, "degradation": "blur + downsampling, no noise (SR-B, Sec. 3.3)"},
+        our_choices={**_HLH_OURS, "blur_sigma": f"{s / 2:g} HR px = scale / 2, Gaussian: the paper gives no "
+                                                "kernel or sigma"}), (2, 4)),
     "SRI": (lambda s: Scenario(
         "SRI", f"blur sigma {s / 2:g} + bicubic x{s} in-plane + Rician noise 0.02 + one hole (HLH-GAN's SRI)", _HLH,
         (s, s, 1), "small", 2, _image_pipeline, s,
         {"method": "bicubic", "blur_sigma": s / 2, "noise": "rician", "noise_sigma": 0.02, "n_holes": 1,
-         "hole_size_range": (0.15, 0.3)}), (2, 4)),
+         "hole_size_range": (0.15, 0.3)},
+        paper_values={**_HLH_PAPER,
+                      "degradation": "downsampling + blur + noise + missing region, joint SR and inpainting "
+                                     "(SRI, Sec. 3.3)",
+                      "n_holes": "one rectangular missing region r, sampled randomly (Sec. 2.3)"},
+        our_choices={**_HLH_OURS,
+                     "blur_sigma": f"{s / 2:g} HR px = scale / 2, Gaussian: no sigma given",
+                     "noise": "Rician (magnitude MRI): the paper names noise, not its type",
+                     "noise_sigma": "0.02 of the [0, 1] range: no level given",
+                     "hole_size_range": "15-30% of each in-plane side, through at least half the slices: "
+                                        "no sizes given",
+                     "hole_fill": "0 after the noise (missing data has no signal)"}), (2, 4)),
     "kspace-2x": (lambda s: Scenario(
         "kspace-2x", "central 25% of 2D k-space (x, y), zero-filled on the same grid (GAN-CPCE)", _CPCE,
-        (2, 2, 1), "same", 2, _kspace_pipeline, 2), (2,)),
+        (2, 2, 1), "same", 2, _kspace_pipeline, 2,
+        paper_values={"factors": "central 25% of 2D k-space kept, the rest cut off: 2x per in-plane axis "
+                                 "(Sec. II.1)",
+                      "grid": "same grid: 256x256 LR and HR slices, stride-1 generators (Sec. II.1-II.2)"},
+        our_choices={**_KSPACE_OURS, "axes": "each axial (x, y) slice; on a volume z is untouched (factor 1)"}),
+        (2,)),
     "kspace-2x2x1": (lambda s: Scenario(
         "kspace-2x2x1", "3D k-space truncation 2x2x1, small grid (UDEAN)", _UDEAN,
-        (2, 2, 1), "small", 3, _kspace_pipeline, 2), (2,)),
+        (2, 2, 1), "small", 3, _kspace_pipeline, 2, paper_values=_UDEAN_PAPER, our_choices=_UDEAN_OURS), (2,)),
     "kspace-2x2x2": (lambda s: Scenario(
         "kspace-2x2x2", "3D k-space truncation 2x2x2, small grid (UDEAN)", _UDEAN,
-        (2, 2, 2), "small", 3, _kspace_pipeline, 2), (2,)),
+        (2, 2, 2), "small", 3, _kspace_pipeline, 2, paper_values=_UDEAN_PAPER,
+        our_choices={k: v for k, v in _UDEAN_OURS.items() if k != "axes"}), (2,)),
 }
 
 
@@ -876,13 +1020,23 @@ PAIRINGS = ("paired", "misaligned", "unpaired")
 
 
 def make_training_pairs(
-    hr_volumes: Sequence[Array], scenario: str | Scenario, pairing: str, rng: np.random.Generator
+    hr_volumes: Sequence[Array],
+    scenario: str | Scenario,
+    pairing: str,
+    rng: np.random.Generator,
+    *,
+    voxel_size: float | Sequence[float] | Sequence[Sequence[float]] = 1.0,
 ) -> list[tuple[Array, Array, Array | None]]:
     """Training triples ``(lr, target_hr, mask)`` for a pairing mode.
 
     - ``paired``: ``(degrade(hr), hr)``, aligned.
-    - ``misaligned``: ``(degrade(hr), misalign(hr))``, UDEAN's misaligned setting (002,
-      Sec. II.D): the HR target is moved by `sample_misalignment`'s rigid motion and shrink.
+    - ``misaligned``: ``(degrade(hr), misalign(hr))``, the misaligned setting of Liu et al.
+      2022 (UDEAN, Sec. II.D): the HR target is moved by `sample_misalignment`'s rigid motion
+      and shrink, in millimetres on the volume's grid. `voxel_size` is the HR voxel size in mm:
+      a scalar or one value per axis shared by all volumes, or one per-axis entry per volume
+      (default isotropic 1 mm; pass the volumes' real voxel sizes, e.g.
+      ``io.voxel_sizes(volume.affine)``, so the motion has the paper's physical size).
+      Ignored by the other pairings.
     - ``unpaired``: LR from the first half of the subjects (``ceil(n / 2)``, in the given
       order), HR targets from the other half, disjoint subjects as UDEAN's unpaired setting;
       LR subject ``i`` is listed with HR subject ``i mod (n // 2)``. Needs at least 2 volumes.
@@ -897,10 +1051,23 @@ def make_training_pairs(
     if not hr_volumes:
         raise ValueError("hr_volumes is empty")
     if pairing in ("paired", "misaligned"):
+        if np.ndim(voxel_size) == 2:
+            sizes = [tuple(float(v) for v in row) for row in np.asarray(voxel_size, dtype=np.float64)]
+            if len(sizes) != len(hr_volumes):
+                raise ValueError(f"voxel_size has {len(sizes)} rows for {len(hr_volumes)} volumes")
+        elif np.ndim(voxel_size) <= 1:
+            sizes = [voxel_size] * len(hr_volumes)
+        else:
+            raise ValueError(f"voxel_size must be a scalar, one value per axis or one row per volume, "
+                             f"got shape {np.shape(voxel_size)}")
         pairs = []
-        for hr in hr_volumes:
+        for hr, vox in zip(hr_volumes, sizes):
             d = scen.apply(hr, rng)
-            target = hr if pairing == "paired" else apply_misalignment(hr, sample_misalignment(rng))
+            if pairing == "paired":
+                target = hr
+            else:
+                vox = _voxel_size(vox, hr.ndim)
+                target = apply_misalignment(hr, sample_misalignment(rng, voxel_size=vox))
             pairs.append((d.lr, target, d.mask))
         return pairs
     if len(hr_volumes) < 2:

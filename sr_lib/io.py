@@ -3,11 +3,14 @@
 `load_volume` returns scanner units; `normalise` maps to [0, 1] with a robust percentile and
 records how, so that `denormalise` can put a prediction back into the input's units. All
 problems with an input file raise `VolumeError` with a one-line message that names the file.
+`validate_volume` is the one list of what makes a loaded volume unusable (geometry and
+intensities); `check` reports it and `apply` refuses on it, so the two cannot disagree.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import gzip
 import os
 import zlib
@@ -17,6 +20,10 @@ import nibabel as nib
 import numpy as np
 
 from sr_lib.atomic import atomic_path
+
+
+VOXEL_MM = (0.01, 20.0)  # plausible voxel edge lengths for MRI, mm
+GZIP_MAX_RATIO = 1032  # deflate cannot compress better than about 1032:1
 
 
 class VolumeError(ValueError):
@@ -107,6 +114,66 @@ def check_array(data: np.ndarray, name: str) -> np.ndarray:
     return data
 
 
+def affine_problems(affine: np.ndarray) -> list[str]:
+    """What makes a voxel->world affine unusable: NaN/Inf, a zero or dependent column, odd voxel size."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)):
+        return ["affine has NaN or Inf entries (no usable orientation)"]
+    sizes = voxel_sizes(affine)
+    shown = "x".join(f"{v:.3g}" for v in sizes)
+    if np.any(sizes < 1e-6):
+        return [f"affine has a zero column (voxel size {shown} mm, no usable orientation)"]
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-3 * float(np.prod(sizes)):
+        return ["degenerate affine (voxel axes are not independent, no usable orientation)"]
+    low, high = VOXEL_MM
+    if not np.all((sizes >= low) & (sizes <= high)):
+        return [f"implausible voxel size {shown} mm (expected {low:g} to {high:g} mm)"]
+    return []
+
+
+def intensity_problems(data: np.ndarray) -> list[str]:
+    """What makes voxel values unusable: NaN/Inf, every voxel zero, every voxel the same."""
+    bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
+    if bad:
+        return [f"{bad} voxels are NaN or Inf"]
+    low, high = float(np.min(data)), float(np.max(data))
+    if low == high == 0:
+        return ["empty volume (every voxel is zero)"]
+    if low == high:
+        return [f"intensities are constant (every voxel is {low:g}), cannot normalise"]
+    return []
+
+
+def validate_volume(volume: Volume) -> list[str]:
+    """Every problem that makes `volume` unusable, as short phrases (empty list: usable).
+
+    The single source of truth for `sr-lib check` (reports them) and `sr-lib apply`
+    (refuses the file), so that what one passes the other accepts.
+    """
+    data = np.asarray(volume.data)
+    if data.ndim != 3 or data.size == 0:
+        return [f"expected a non-empty 3D volume, got shape {data.shape}"]
+    return affine_problems(volume.affine) + intensity_problems(data)
+
+
+def check_data_size(path: Path, header: nib.Nifti1Header) -> None:
+    """Refuse, before allocating, a file that cannot hold the voxels its header promises.
+
+    An uncompressed file must be at least offset + voxels * bytes long; a gzip file cannot
+    expand more than `GZIP_MAX_RATIO` times (a header claiming 2000^3 floats over a few
+    hundred bytes would otherwise ask for 32 GB and end in a MemoryError).
+    """
+    shape = tuple(int(n) for n in header.get_data_shape())
+    needed = int(np.prod(shape, dtype=np.float64) * header.get_data_dtype().itemsize) + int(header.get_data_offset())
+    size = path.stat().st_size
+    limit = size * GZIP_MAX_RATIO if path.name.endswith(".gz") else size
+    if needed > limit:
+        raise VolumeError(
+            f"{path}: truncated, data smaller than the header says "
+            f"({'x'.join(map(str, shape))} {header.get_data_dtype()} needs {needed} bytes, the file has {size})"
+        )
+
+
 def load_volume(
     path: str | os.PathLike,
     *,
@@ -121,6 +188,8 @@ def load_volume(
     NaN/Inf.
     """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise VolumeError(f"{path}: {_link_problem(path)}")
     if not path.exists():
         raise VolumeError(f"{path}: no such file")
     if path.is_dir():
@@ -133,6 +202,7 @@ def load_volume(
         raise VolumeError(f"{path}: not a readable NIfTI file ({_one_line(err)})") from None
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise VolumeError(f"{path}: not a NIfTI file ({type(image).__name__})")
+    check_data_size(path, image.header)
     shape = image.shape
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
@@ -149,6 +219,8 @@ def load_volume(
             data = np.asarray(proxy[..., volume_index])
         else:
             data = np.asarray(proxy).reshape(shape)
+    except MemoryError:
+        raise VolumeError(f"{path}: too large to load in this machine's memory (shape {image.shape})") from None
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as err:
         raise VolumeError(f"{path}: truncated or corrupt data ({_one_line(err)})") from None
     data = check_array(data, str(path))
@@ -196,11 +268,20 @@ def normalise(
     (about 0 for magnitude MRI) and the top 0.5% of voxels (vessels, fat) saturate.
     """
     data = np.asarray(volume.data, dtype=np.float32)
+    intensity = robust_range(data, volume.name, lower_percentile=lower_percentile, upper_percentile=upper_percentile)
+    scaled = np.clip((data - intensity.offset) / intensity.scale, 0.0, 1.0).astype(np.float32)
+    return volume.replace(data=scaled, intensity=intensity)
+
+
+def robust_range(data: np.ndarray, name: str, *, lower_percentile: float = 0.5, upper_percentile: float = 99.5) -> Intensity:
+    """The `Intensity` of `normalise`: the percentile range, or min-max where those coincide
+    (a mostly-zero volume with a small object); `VolumeError` only for a constant volume."""
     lo, hi = np.percentile(data, [lower_percentile, upper_percentile]).astype(np.float64)
     if not hi > lo:
-        raise VolumeError(f"{volume.name}: intensities are constant, cannot normalise")
-    scaled = np.clip((data - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-    return volume.replace(data=scaled, intensity=Intensity(offset=float(lo), scale=float(hi - lo)))
+        lo, hi = float(np.min(data)), float(np.max(data))
+    if not hi > lo:
+        raise VolumeError(f"{name}: intensities are constant, cannot normalise")
+    return Intensity(offset=float(lo), scale=float(hi - lo))
 
 
 def denormalise(volume: Volume, intensity: Intensity | None = None) -> Volume:
@@ -210,6 +291,16 @@ def denormalise(volume: Volume, intensity: Intensity | None = None) -> Volume:
         raise VolumeError(f"{volume.name}: not normalised, nothing to invert")
     data = (np.asarray(volume.data, dtype=np.float64) * intensity.scale + intensity.offset).astype(np.float32)
     return volume.replace(data=data, intensity=None)
+
+
+def _link_problem(path: Path) -> str:
+    """Why a symbolic link cannot be opened: a loop, or a target that does not exist."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "symlink loop (the link points back to itself)"
+    return f"broken symlink (its target {os.readlink(path)} does not exist)"
 
 
 def _one_line(err: BaseException) -> str:

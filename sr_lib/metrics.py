@@ -13,6 +13,13 @@ convert their inputs to float64 tensors and reduce to a Python float; the batche
 (`psnr_torch`, `ssim_torch`) run the same core on (N, C, H, W) or (N, C, D, H, W) tensors on
 any device, in the input's precision, and return one value per item. Nothing here needs
 gradients; the functions run under ``torch.no_grad``.
+
+Two conventions are on offer. The *volume* convention (`psnr`, `ssim`, `evaluate`) treats a
+volume as one 3D image: one MSE over all voxels, a 3D SSIM window. The *per-slice* convention
+of 2D super-resolution papers' tables (`slice_scores`) cuts the volume into 2D slices along an
+axis, scores each slice with 2D PSNR and 2D SSIM, and averages over the slices that hold
+anatomy; the rule for which slices count is in `scored_slices`. `evaluate_regions` gives both,
+for the brain mask and for the whole volume, as rows ready for a tidy table.
 """
 
 from __future__ import annotations
@@ -40,12 +47,16 @@ SSIM_WIN_SIZE = 2 * SSIM_RADIUS + 1
 
 __all__ = [
     "METRIC_FUNCS",
+    "SLICE_MIN_FRACTION",
     "evaluate",
+    "evaluate_regions",
     "foreground_mask",
     "format_mean_std",
     "mse",
     "psnr",
     "psnr_torch",
+    "scored_slices",
+    "slice_scores",
     "ssim",
     "ssim_torch",
     "summarise",
@@ -307,6 +318,151 @@ def evaluate(
         out["ssim_fg"] = _masked_mean_ssim(s_map, m)
         out["mse_fg"] = float(mse_fg)
     return out
+
+
+#: A slice counts for the masked per-slice scores when the mask covers at least this fraction
+#: of its in-plane pixels (1%: a slice that grazes the top of the skull is not a brain slice).
+SLICE_MIN_FRACTION = 0.01
+
+
+def _check_axis(axis: int, ndim: int) -> int:
+    if ndim != 3:
+        raise ValueError(f"per-slice scores need a 3D volume, got {ndim} dimensions")
+    if not isinstance(axis, (int, np.integer)) or not -3 <= axis < 3:
+        raise ValueError(f"axis must be 0, 1 or 2 (or -3..-1), got {axis!r}")
+    return int(axis) % 3
+
+
+def _inner(m: torch.Tensor) -> torch.Tensor:
+    """Slices (S, H, W) without their in-plane border of the SSIM window radius."""
+    r = SSIM_RADIUS
+    return m[:, r : m.shape[1] - r, r : m.shape[2] - r]
+
+
+def _scored(y: torch.Tensor, m: torch.Tensor | None, min_fraction: float) -> torch.Tensor:
+    """Bool (S,) over slices (S, H, W) of the target `y` and mask `m`: which slices are scored."""
+    if m is None:
+        return (y != 0).flatten(1).any(dim=1)
+    inner = _inner(m)
+    fraction = m.flatten(1).to(torch.float64).mean(dim=1)
+    return (fraction >= min_fraction) & (fraction > 0) & inner.flatten(1).any(dim=1)
+
+
+def scored_slices(
+    target: ArrayLike, *, axis: int = 2, mask: ArrayLike | None = None, min_fraction: float = SLICE_MIN_FRACTION
+) -> np.ndarray:
+    """Indices along `axis` of the slices that `slice_scores` averages over.
+
+    Without `mask`: the slices whose target is not empty (has at least one non-zero voxel;
+    zero padding and blank end slices are left out). With `mask`: the slices where the mask
+    covers at least `min_fraction` of the in-plane pixels (default `SLICE_MIN_FRACTION`, 1%)
+    and has at least one pixel farther than the SSIM window radius (5) from the slice's
+    border, where 2D SSIM is defined. The same slices count for PSNR and for SSIM.
+    """
+    y = _to_tensor(target, "target")
+    axis = _check_axis(axis, y.ndim)
+    m = _check_mask(mask, tuple(y.shape), y.device)
+    y = y.movedim(axis, 0)
+    m = m.movedim(axis, 0) if m is not None else None
+    return np.flatnonzero(_scored(y, m, float(min_fraction)).cpu().numpy())
+
+
+def _slice_stats(
+    x: torch.Tensor, y: torch.Tensor, m: torch.Tensor | None, data_range: float, chunk: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-slice (MSE, mean SSIM) of slices (S, H, W), over each slice's mask when given.
+
+    2D SSIM maps are computed `chunk` slices at a time to bound memory.
+    """
+    mses, ssims = [], []
+    for start in range(0, x.shape[0], chunk):
+        xs, ys = x[start : start + chunk], y[start : start + chunk]
+        d = (xs - ys) ** 2
+        s_map = _ssim_map(xs, ys, data_range)
+        if m is None:
+            mses.append(d.flatten(1).mean(dim=1))
+            ssims.append(s_map.flatten(1).mean(dim=1))
+        else:
+            ms = m[start : start + chunk]
+            w, wi = ms.to(d.dtype), _inner(ms).to(s_map.dtype)
+            mses.append((d * w).flatten(1).sum(dim=1) / w.flatten(1).sum(dim=1))
+            ssims.append((s_map * wi).flatten(1).sum(dim=1) / wi.flatten(1).sum(dim=1))
+    return torch.cat(mses), torch.cat(ssims)
+
+
+@torch.no_grad()
+def slice_scores(
+    pred: ArrayLike,
+    target: ArrayLike,
+    *,
+    axis: int = 2,
+    mask: ArrayLike | None = None,
+    data_range: float = 1.0,
+    min_fraction: float = SLICE_MIN_FRACTION,
+) -> dict[str, float]:
+    """The 2D papers' convention: PSNR and SSIM of each 2D slice along `axis`, averaged over slices.
+
+    `pred`, `target`: 3D volumes of one shape; keys ``psnr_slices, ssim_slices``. Slice k is
+    ``np.take(volume, k, axis)``; its PSNR is 10 log10(data_range^2 / MSE_k) and its SSIM is
+    2D SSIM, equal to ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=data_range)`` on that slice. Both are plain means
+    over the scored slices (`scored_slices`: non-empty target slices, or with `mask` the slices
+    where the mask covers at least `min_fraction` of the slice). With `mask`, slice k's MSE is
+    over its masked pixels and its SSIM the mean of its 2D SSIM map over its masked pixels
+    inside the 5-pixel border, as `ssim(..., mask=...)` does in 2D. A slice identical to its
+    target has PSNR +inf, and so then does the mean (as `psnr`). ValueError when no slice is
+    scored or a slice side is below 11 pixels.
+    """
+    data_range = _check_data_range(data_range)
+    x, y = _check_pair(pred, target)
+    axis = _check_axis(axis, x.ndim)
+    m = _check_mask(mask, tuple(x.shape), x.device)
+    x, y = x.movedim(axis, 0), y.movedim(axis, 0)
+    m = m.movedim(axis, 0) if m is not None else None
+    if min(x.shape[1:]) < SSIM_WIN_SIZE:
+        raise ValueError(
+            f"2D SSIM needs both in-plane sides >= {SSIM_WIN_SIZE}, "
+            f"got slices of {tuple(x.shape[1:])} along axis {axis}"
+        )
+    keep = _scored(y, m, float(min_fraction))
+    if not bool(keep.any()):
+        what = f"covers at least {min_fraction:.0%} of" if m is not None else "is non-zero in"
+        subject = "mask" if m is not None else "target"
+        raise ValueError(f"no slice along axis {axis} where the {subject} {what} the slice")
+    x, y = x[keep], y[keep]
+    m = m[keep] if m is not None else None
+    mse_k, ssim_k = _slice_stats(x, y, m, data_range)
+    return {
+        "psnr_slices": float(_psnr_from_mse(mse_k, data_range).mean()),
+        "ssim_slices": float(ssim_k.mean()),
+    }
+
+
+@torch.no_grad()
+def evaluate_regions(
+    pred: ArrayLike, target: ArrayLike, *, mask: ArrayLike, axis: int = 2, data_range: float = 1.0
+) -> list[dict]:
+    """Scores of one prediction per region, as rows for a tidy table (3D volumes).
+
+    Two rows, ``{"region": "brain" | "volume", "psnr", "ssim", "mse", "psnr_slices",
+    "ssim_slices"}``. ``brain``: 3D PSNR/MSE over the voxels of `mask`, 3D SSIM map averaged
+    over the mask (as `evaluate`'s ``*_fg``), per-slice scores restricted to the mask within
+    each slice over the slices where it covers at least 1%. ``volume``: the whole array, and
+    whole slices over the non-empty target slices. See `slice_scores` for the per-slice rule.
+    """
+    if mask is None:
+        raise ValueError("evaluate_regions needs the brain mask (mask=...)")
+    whole = evaluate(pred, target, mask=mask, data_range=data_range)
+    rows = []
+    for region, suffix, region_mask in (("brain", "_fg", mask), ("volume", "", None)):
+        rows.append({
+            "region": region,
+            "psnr": whole[f"psnr{suffix}"],
+            "ssim": whole[f"ssim{suffix}"],
+            "mse": whole[f"mse{suffix}"],
+            **slice_scores(pred, target, axis=axis, mask=region_mask, data_range=data_range),
+        })
+    return rows
 
 
 def foreground_mask(target: ArrayLike, threshold: float | None = None, *, dilate: int = 1) -> np.ndarray:

@@ -5,8 +5,8 @@ the interpolation baselines, metrics); nothing is re-implemented. Figures are
 ``matplotlib.figure.Figure`` objects not registered with pyplot: ``display`` them in a
 notebook or save them with `sr_lib.report.save_figure`.
 
-Degraded volumes are seeded as everywhere in the workbench (`sr_lib.runs.prepare_data`):
-subject ``i`` of a list of test volumes uses ``np.random.default_rng([seed, 3, i])``, so the
+Degraded volumes are seeded as everywhere in the workbench (`sr_lib.prepare.data_rng`):
+subject ``i`` of a list of test volumes uses ``data_rng(seed, 3, i)``, so the
 LR a notebook shows is the LR the methods are evaluated on.
 """
 
@@ -28,7 +28,7 @@ from sr_lib.io import Volume
 from sr_lib.methods import build
 from sr_lib.metrics import evaluate, foreground_mask, format_mean_std, summarise
 from sr_lib.profiles import Profile
-from sr_lib.runs import grid_factors
+from sr_lib.prepare import data_rng
 from sr_lib.viewer import AXIS_NAMES, corresponding_index
 
 __all__ = [
@@ -228,8 +228,7 @@ def degrade_subject(
 ) -> tuple[Volume, Volume | None, dict[str, Any]]:
     """`degrade.degrade_volume` of test subject `subject_index` with the workbench's seed rule
     ``np.random.default_rng([seed, 3, subject_index])``: (LR Volume, hole mask or None, params)."""
-    rng = np.random.default_rng([seed, 3, subject_index])
-    return degrade_volume(hr_volume, get_scenario(scenario, scale=scale), rng)
+    return degrade_volume(hr_volume, get_scenario(scenario, scale=scale), data_rng(seed, 3, subject_index))
 
 
 def baseline_for(scenario: str | Scenario, scale: int) -> str:
@@ -246,10 +245,12 @@ def interpolate_to_hr(
     lr: np.ndarray, scenario: str | Scenario, *, scale: int, profile: str | Profile = "test"
 ) -> np.ndarray:
     """The LR volume on the HR grid by the scenario's interpolation baseline (`baseline_for`),
-    i.e. the registered method ``build(name, factors=runs.grid_factors(...))``; same-grid
+    i.e. the registered `bicubic` method (separable, so tricubic where z changes too); same-grid
     scenarios come back unchanged. `profile` only sizes learned methods and does not matter here."""
     s = get_scenario(scenario, scale=scale)
-    method = build(baseline_for(s, scale), factors=grid_factors(s, scale), profile=profile)
+    if s.grid != "small":
+        return np.asarray(lr, dtype=np.float32).copy()
+    method = build("bicubic", factors=s.factors, profile=profile, dims=s.spatial_dims_hint)
     return method.predict_volume(np.asarray(lr, dtype=np.float32))
 
 

@@ -1,14 +1,19 @@
-"""`sr-lib report`: run the notebooks in order with papermill, then write `reports/index.md`.
+"""`sr-lib report`: run every study's runs in this process, then the notebooks that show
+them, then write `reports/index.md`.
 
-00_data and 01_degradation show the data; 10_train runs once per (scenario, contrast,
-method) into `reports/runs/<profile>/`; 80 gathers the tables; 90 draws the difference maps.
-A notebook that fails is recorded (its run is marked failed) and the report goes on.
+Order: 00_data and 01_degradation (papermill) show the data; each study's runs train (or
+are reused) in-process, sharing the prepared data; 10_train is executed only for the runs a
+study shows in detail; each study's tables and difference maps are written in-process; 80
+and 90 show them (run on their own in JupyterLab, they write them).
+Executed notebooks are stripped of widget state and of this machine's absolute paths.
+A run that fails is recorded as failed and the report goes on.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -21,15 +26,16 @@ import papermill
 import torch
 from tqdm.auto import tqdm
 
-from sr_lib.atomic import write_json, write_text
-from sr_lib.degrade import scenario_scales
-from sr_lib.methods import METHODS
+from sr_lib.atomic import write_text
+from sr_lib.experiment import RunConfig
 from sr_lib.paths import PROJECT_ROOT, notebooks_dir, reports_dir
-from sr_lib.runs import STATUS_NAME, RunConfig
+from sr_lib.prepare import data_fingerprint
+from sr_lib.report import study_figures, study_runs, tidy_metrics, write_all_summaries, write_study_report
+from sr_lib.runs import is_finished, run_experiment
+from sr_lib.studies import Study, get_studies
 
 KERNEL = "python3"
-DEFAULT_SCENARIOS = ("kspace-2x", "SR-B")
-DEFAULT_CONTRASTS = ("T2",)
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 @dataclasses.dataclass
@@ -42,7 +48,8 @@ class NotebookOutcome:
 
 
 def run_notebook(name: str, output: Path, parameters: dict, *, cwd: Path | None = None) -> NotebookOutcome:
-    """Execute notebooks/<name>.ipynb with papermill (explicit kernel) into `output`."""
+    """Execute notebooks/<name>.ipynb with papermill (explicit kernel) into `output`, then
+    strip it (see `strip_notebook`)."""
     started = time.time()
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -50,72 +57,125 @@ def run_notebook(name: str, output: Path, parameters: dict, *, cwd: Path | None 
             str(notebooks_dir() / f"{name}.ipynb"), str(output), parameters=parameters, kernel_name=KERNEL,
             cwd=str(cwd or notebooks_dir()), progress_bar=False, log_output=False,
         )
-        return NotebookOutcome(name, output, True, time.time() - started)
+        outcome = NotebookOutcome(name, output, True, time.time() - started)
     except Exception as err:  # PapermillExecutionError, dead kernel, ...
         if getattr(err, "ename", "") in ("TrainingInterrupted", "KeyboardInterrupt"):
             raise KeyboardInterrupt(f"{name} interrupted; its checkpoint is saved, rerun to resume") from err
         text = str(err).strip()
         message = getattr(err, "evalue", None) or (text.splitlines()[-1] if text else type(err).__name__)
-        return NotebookOutcome(name, output, False, time.time() - started, f"{getattr(err, 'ename', type(err).__name__)}: {message}")
+        outcome = NotebookOutcome(name, output, False, time.time() - started,
+                                  f"{getattr(err, 'ename', type(err).__name__)}: {message}")
+    if output.exists():
+        strip_notebook(output, roots=[output.parent.parent.parent, PROJECT_ROOT])
+    return outcome
+
+
+def strip_notebook(path: Path, *, roots: Sequence[Path]) -> None:
+    """Make an executed notebook portable: drop widget state and widget outputs (their
+    static fallbacks stay), and write paths under `roots` relative to them."""
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    notebook.get("metadata", {}).pop("widgets", None)
+    notebook.get("metadata", {}).get("papermill", {}).pop("input_path", None)
+    notebook.get("metadata", {}).get("papermill", {}).pop("output_path", None)
+    for cell in notebook.get("cells", []):
+        for output in cell.get("outputs", []):
+            output.get("data", {}).pop(WIDGET_MIME, None)
+    text = json.dumps(notebook, indent=1, ensure_ascii=False)
+    for root in sorted({str(Path(r).resolve()) for r in roots}, key=len, reverse=True):
+        text = text.replace(root + "/", "").replace(root, ".")
+    write_text(path, text + "\n")
+
+
+@dataclasses.dataclass
+class PlannedRun:
+    study: str
+    config: RunConfig
+    state: str  # "train", "reuse" or "n/a"
+
+
+def plan(studies: Sequence[Study], runs_root: Path, *, profile: str, dataset: str = "phantom", root: str | None = None,
+         scale: int = 2, seeds: int | None = None, force: bool = False) -> list[PlannedRun]:
+    """Every run of every study and whether it will train, be reused, or is not applicable."""
+    planned = []
+    for study in studies:
+        for config in study.configs(profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds):
+            experiment = config.resolve()
+            if experiment.unsupported:
+                planned.append(PlannedRun(study.name, config, "n/a"))
+                continue
+            fingerprint = data_fingerprint(config)
+            folder = runs_root / experiment.folder(fingerprint)
+            reuse = not force and is_finished(folder, experiment.identity(fingerprint))
+            planned.append(PlannedRun(study.name, config, "reuse" if reuse else "train"))
+    return planned
+
+
+def plan_table(planned: Sequence[PlannedRun]) -> pd.DataFrame:
+    return pd.DataFrame([{"study": p.study, "scenario": p.config.scenario, "contrast": p.config.contrast,
+                          "method": p.config.method, "seed": p.config.seed, "run": p.state} for p in planned])
 
 
 def run_report(
     *,
+    studies: Sequence[str] | None = None,
     profile: str = "quick",
-    methods: Sequence[str] | None = None,
-    scenarios: Sequence[str] = DEFAULT_SCENARIOS,
-    contrasts: Sequence[str] = DEFAULT_CONTRASTS,
     dataset: str = "phantom",
     root: str | None = None,
     scale: int = 2,
-    seed: int = 0,
+    seeds: int | None = None,
     force: bool = False,
     out: str | os.PathLike | None = None,
-) -> Path:
-    """Regenerate the whole report; returns the path of `index.md`."""
+    dry_run: bool = False,
+    progress: bool = True,
+) -> Path | pd.DataFrame:
+    """Regenerate the report for `studies` (all by default); returns the path of `index.md`,
+    or with `dry_run` the table of runs that would train or be reused."""
     out = Path(out) if out is not None else reports_dir()
-    methods = list(methods or METHODS)
-    executed = out / "runs" / "notebooks"
+    chosen = get_studies(studies)
     runs_root = out / "runs" / profile
-    common = {"profile": profile, "dataset": dataset, "root": root or "", "seed": seed}
-    jobs = [("00_data", executed / "00_data.ipynb", {**common}),
-            ("01_degradation", executed / "01_degradation.ipynb", {**common, "scale": scale})]
-    for scenario in scenarios:
-        scales = scenario_scales(scenario)
-        own_scale = scale if scale in scales else scales[0]  # fixed presets (k-space) run at their own scale
-        if own_scale != scale:
-            tqdm.write(f"note: {scenario} has the fixed scale {own_scale}; it runs at x{own_scale}, not x{scale}")
-        for contrast in contrasts:
-            for method in methods:
-                params = {**common, "method": method, "scenario": scenario, "contrast": contrast, "scale": own_scale,
-                          "pairing": "paired", "runs_root": str(runs_root), "force": force}
-                jobs.append(("10_train", executed / "10_train" / f"{scenario}_{contrast}_{method}.ipynb", params))
-    report_params = {"profile": profile, "runs_root": str(runs_root), "reports_root": str(out)}
-    jobs += [("80_comparison_tables", executed / "80_comparison_tables.ipynb", report_params),
-             ("90_difference_maps", executed / "90_difference_maps.ipynb", report_params)]
-    outcomes = []
-    for name, output, params in tqdm(jobs, desc=f"report ({profile})", unit="notebook"):
-        if name == "10_train":
-            tqdm.write(f"  {params['scenario']} {params['contrast']} {params['method']}")
-        outcome = run_notebook(name, output, params)
-        if not outcome.ok and name == "10_train":
-            _record_failed_run(runs_root, params, outcome.error)
-            # tables are gathered by 80 afterwards, so the failure shows up there
-        outcomes.append(outcome)
-    return write_index(out, outcomes, profile=profile, dataset=dataset)
-
-
-def _record_failed_run(runs_root: Path, params: dict, error: str) -> None:
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
-    config = RunConfig(**{**{k: v for k, v in params.items() if k in fields}, "root": params["root"] or None})
-    folder = runs_root / config.folder
-    write_json(folder / "config.json", config.to_dict())
-    write_json(folder / STATUS_NAME, {"status": "failed", "error": error, "config": config.to_dict()})
+    planned = plan(chosen, runs_root, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds, force=force)
+    if dry_run:
+        return plan_table(planned)
+    executed = out / "runs" / "notebooks"
+    common = {"profile": profile, "dataset": dataset, "root": root or ""}
+    outcomes = [run_notebook("00_data", executed / "00_data.ipynb", common),
+                run_notebook("01_degradation", executed / "01_degradation.ipynb", {**common, "scale": scale})]
+    started = time.time()
+    failed_runs = []
+    bar = tqdm(planned, desc=f"runs ({profile})", unit="run", disable=not progress)
+    for p in bar:
+        bar.set_postfix_str(f"{p.study}: {p.config.scenario} {p.config.method} seed {p.config.seed} ({p.state})")
+        result = run_experiment(p.config, runs_root, force=force and p.state == "train", progress=progress)
+        if result.status == "failed":
+            failed_runs.append(f"{p.study}: {p.config.method} on {p.config.scenario} {p.config.contrast} "
+                               f"seed {p.config.seed}: {result.error}")
+    runs_seconds = time.time() - started
+    for study in chosen:
+        first = [p.config for p in planned if p.study == study.name and p.state != "n/a" and p.config.seed == 0
+                 and p.config.scenario == study.scenarios[0] and p.config.method in study.detail]
+        for config in first:
+            params = {**common, "method": config.method, "scenario": config.scenario, "contrast": config.contrast,
+                      "scale": config.scale, "pairing": config.pairing, "seed": config.seed,
+                      "runs_root": str(runs_root)}
+            name = f"{study.name}_{config.scenario}_{config.contrast}_{config.method}.ipynb"
+            outcomes.append(run_notebook("10_train", executed / "10_train" / name, params))
+    tidy = []
+    for study in chosen:  # tables and figures are written here, in-process; 80 and 90 show them
+        runs = study_runs(study, runs_root, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds)
+        write_study_report(study, runs, out)
+        study_figures(study, runs, out / "figures")
+        tidy.append(tidy_metrics(runs, study=study.name))
+    write_all_summaries(pd.concat(tidy, ignore_index=True), out)
+    params = {"profile": profile, "studies": ",".join(s.name for s in chosen), "dataset": dataset, "root": root or "",
+              "scale": scale, "seeds": seeds or 0, "reports_root": str(out), "write": False}
+    outcomes += [run_notebook("80_comparison_tables", executed / "80_comparison_tables.ipynb", params),
+                 run_notebook("90_difference_maps", executed / "90_difference_maps.ipynb", params)]
+    return write_index(out, outcomes, planned, failed_runs, profile=profile, dataset=dataset, runs_seconds=runs_seconds)
 
 
 def machine_description() -> str:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.node() or 'unknown host'}: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {device}, torch {torch.__version__}"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {device}, torch {torch.__version__}"
 
 
 def git_commit() -> str:
@@ -126,18 +186,22 @@ def git_commit() -> str:
         return "unknown"
 
 
-def write_index(out: Path, outcomes: Sequence[NotebookOutcome], *, profile: str, dataset: str) -> Path:
-    """`reports/index.md`: what made the report, then links to every table, figure and notebook."""
+def write_index(out: Path, outcomes: Sequence[NotebookOutcome], planned: Sequence[PlannedRun], failed_runs: Sequence[str],
+                *, profile: str, dataset: str, runs_seconds: float) -> Path:
+    """`reports/index.md`: what made the report, the studies, then links to every table, figure and notebook."""
     def link(path: Path) -> str:
         rel = path.relative_to(out).as_posix()
         return f"[{rel}]({rel})"
 
+    counts = plan_table(planned)["run"].value_counts().to_dict() if planned else {}
     lines = [
         "# sr_lib report", "",
         f"- profile: `{profile}`, dataset: `{dataset}`",
         f"- made {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} from commit `{git_commit()}`",
         f"- machine: {machine_description()}",
-        f"- total notebook time: {sum(o.seconds for o in outcomes) / 60:.1f} min", "",
+        f"- runs: {len(planned)} ({counts.get('train', 0)} trained, {counts.get('reuse', 0)} reused, "
+        f"{counts.get('n/a', 0)} not applicable) in {runs_seconds / 60:.1f} min; "
+        f"notebooks {sum(o.seconds for o in outcomes) / 60:.1f} min", "",
         "## Tables", "",
     ]
     lines += [f"- {link(p)}" for p in sorted((out / "tables").glob("*.md"))]
@@ -149,11 +213,5 @@ def write_index(out: Path, outcomes: Sequence[NotebookOutcome], *, profile: str,
         lines.append(f"| {link(o.output)} | {status} | {o.seconds / 60:.1f} |")
     failed = [o for o in outcomes if not o.ok]
     lines += ["", f"{len(failed)} of {len(outcomes)} notebooks failed." if failed else "Every notebook ran.", ""]
-    summary = out / "tables" / "summary.csv"
-    if summary.exists():
-        runs = pd.read_csv(summary)
-        bad = runs[runs["status"] != "done"]
-        lines += ["## Failed runs", ""]
-        lines += [f"- {r.method} on {r.scenario} {r.contrast} x{r.scale}: {r.status}" for r in bad.itertuples()] or ["none"]
-        lines.append("")
+    lines += ["## Failed runs", ""] + ([f"- {f}" for f in failed_runs] or ["none"]) + [""]
     return write_text(out / "index.md", "\n".join(lines))

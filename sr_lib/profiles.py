@@ -22,7 +22,8 @@ class Profile:
     patch_size: int  # HR patch edge (pixels) for 2D training
     patch_size_3d: int  # HR patch edge (voxels) for 3D training
     batch_size: int
-    steps: int  # optimiser steps for every learned method
+    steps: int  # cap on optimiser steps for every learned method
+    patience: int  # validations without a 0.01 dB gain before early stopping (0 = train to the cap)
     val_every: int  # validation PSNR/SSIM every N steps
     checkpoint_every: int
     lr: float  # Adam learning rate (1e-4 in all five papers)
@@ -42,19 +43,19 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "test": Profile(
         name="test", voxel_size_mm=6.0, n_subjects=6, n_val=1, n_test=2,
-        patch_size=16, patch_size_3d=12, batch_size=4, steps=12, val_every=6,
+        patch_size=16, patch_size_3d=12, batch_size=4, steps=12, patience=0, val_every=6,
         checkpoint_every=6, lr=1e-3, features=8, num_blocks=1, feature_net_steps=10,
         infer_batch=8, infer_patch_3d=24,
     ),
     "quick": Profile(
         name="quick", voxel_size_mm=2.0, n_subjects=12, n_val=1, n_test=4,
-        patch_size=32, patch_size_3d=16, batch_size=16, steps=800, val_every=200,
+        patch_size=32, patch_size_3d=16, batch_size=16, steps=1000, patience=3, val_every=100,
         checkpoint_every=200, lr=3e-4, features=32, num_blocks=4, feature_net_steps=300,
         infer_batch=32, infer_patch_3d=32,
     ),
     "full": Profile(
         name="full", voxel_size_mm=1.0, n_subjects=40, n_val=4, n_test=8,
-        patch_size=64, patch_size_3d=32, batch_size=16, steps=20000, val_every=1000,
+        patch_size=64, patch_size_3d=32, batch_size=16, steps=20000, patience=5, val_every=1000,
         checkpoint_every=1000, lr=1e-4, features=64, num_blocks=16, feature_net_steps=3000,
         infer_batch=64, infer_patch_3d=64,
     ),

@@ -1,13 +1,22 @@
-"""The one training loop: seeding, device, AMP, LR schedule, validation, CSV log,
-atomic checkpoints and resume. Every learned method trains through `train`.
+"""The training engine: the one loop every learned method trains through.
 
-Resuming restores the nets, optimisers, the patch sampler's generator and the global
-torch RNG, so an interrupted run continues to the same weights an uninterrupted one
-reaches (on CPU; CUDA kernels may not be bit-deterministic).
+What it does so methods do not have to: seeding, the runtime (device, AMP, rank), one
+`optimise` call per network (backward, gradient clipping, optimiser step), a `frozen`
+context that always restores `requires_grad`, per-network learning rates and schedules (a
+schedule scales each parameter group's own initial rate), critic iterations that draw fresh
+batches, an optional EMA of the generator, validation, early stopping on validation PSNR
+with patience (the best weights are restored at the end), a CSV log, atomic checkpoints and
+exact resume.
+
+Resuming restores the nets, optimisers, EMA, early-stopping state, the patch sampler's
+generator and the global torch RNG, so an interrupted run continues to the same weights an
+uninterrupted one reaches (on CPU; CUDA kernels may not be bit-deterministic).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import math
 import os
@@ -17,18 +26,21 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from sr_lib.atomic import atomic_path
-from sr_lib.methods.base import LearnedMethod
 from sr_lib.metrics import psnr_torch, ssim_torch
 
-CHECKPOINT_FORMAT = 1
+if TYPE_CHECKING:
+    from sr_lib.methods.base import NetMethod
+
+CHECKPOINT_FORMAT = 2
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.csv"
 SCHEDULES = ("constant", "step", "linear", "cosine")
@@ -43,44 +55,34 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and the problem."""
 
 
+# ----------------------------------------------------------------------------- runtime
+
+
 @dataclasses.dataclass(frozen=True)
-class TrainSettings:
-    steps: int
-    batch_size: int
-    lr: float
-    schedule: str = "constant"
-    val_every: int = 100
-    checkpoint_every: int = 100
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True  # bf16 autocast, used on CUDA only
-    final_lr: float = 2e-6  # 'linear' decays to this (GAN-CPCE/GAN-CIRCLE), 'cosine' to final_lr * 1e-4 / 2e-6
+class Runtime:
+    """Where and how training runs: device, bf16 autocast (CUDA only), and the process's
+    rank / world size, which multi-GPU training (DDP) fills in; one process: 0 / 1."""
 
-    def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be positive, got {self.steps} and {self.batch_size}")
+    device: torch.device = torch.device("cpu")
+    amp: bool = False
+    rank: int = 0
+    world_size: int = 1
 
+    @staticmethod
+    def auto(device: str = "auto", *, amp: bool = True) -> "Runtime":
+        """'auto' -> CUDA when available, else CPU; AMP only where it helps (CUDA)."""
+        dev = pick_device(device)
+        return Runtime(dev, amp and dev.type == "cuda")
 
-def lr_at(settings: TrainSettings, step: int) -> float:
-    """Learning rate for `step` (0-based).
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
-    constant; step: halve every quarter of training; linear: constant for the first half,
-    then linear to `final_lr` (GAN-CPCE / GAN-CIRCLE: 1e-4 for 50 epochs, then to 2e-6);
-    cosine: from `lr` to lr * 1e-4 (UDEAN: 1e-4 -> 1e-8).
-    """
-    progress = step / max(settings.steps - 1, 1)
-    if settings.schedule == "constant":
-        return settings.lr
-    if settings.schedule == "step":
-        return settings.lr * 0.5 ** min(int(progress * 4), 3)
-    if settings.schedule == "linear":
-        if progress <= 0.5:
-            return settings.lr
-        return settings.lr + (settings.final_lr - settings.lr) * (progress - 0.5) / 0.5
-    low = settings.lr * 1e-4
-    return low + 0.5 * (settings.lr - low) * (1 + math.cos(math.pi * progress))
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on CUDA when AMP is on; a no-op otherwise."""
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -94,6 +96,125 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+@contextmanager
+def frozen(*nets: nn.Module) -> Iterator[None]:
+    """Turn off gradients of `nets` (e.g. the discriminator during the generator step) and
+    restore each parameter's own `requires_grad` afterwards, also when the body raises."""
+    params = [p for net in nets for p in net.parameters()]
+    saved = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in zip(params, saved):
+            p.requires_grad_(flag)
+
+
+def optimise(loss: torch.Tensor, optimiser: torch.optim.Optimizer, *, clip_grad_norm: float | None = None) -> float:
+    """The one place a loss becomes a step: zero the gradients, backward, clip the gradient
+    norm of the optimiser's parameters (when `clip_grad_norm` is set), step. bf16 autocast
+    needs no loss scaling. Returns the loss as a float."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_grad_norm:
+        params = [p for group in optimiser.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+    optimiser.step()
+    return float(loss.detach())
+
+
+class EMA:
+    """Exponential moving average of a net's weights (float buffers copied as they are):
+    ``ema = decay * ema + (1 - decay) * weights`` after every generator step."""
+
+    def __init__(self, net: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.net = copy.deepcopy(net).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, net: nn.Module) -> None:
+        for ema_value, value in zip(self.net.state_dict().values(), net.state_dict().values()):
+            if ema_value.dtype.is_floating_point:
+                ema_value.lerp_(value.to(ema_value.dtype), 1.0 - self.decay)
+            else:
+                ema_value.copy_(value)
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """How long and how to train. `steps` is the cap; with `patience` > 0 training stops
+    after `patience` validations without a gain of `min_delta` dB in validation PSNR, and
+    the best weights are restored. Validations before `monitor_from` (a fraction of `steps`,
+    e.g. a GAN's pixel-loss warm-up) are logged but not monitored."""
+
+    steps: int
+    batch_size: int
+    val_every: int = 100
+    checkpoint_every: int = 100
+    seed: int = 0
+    patience: int = 0
+    min_delta: float = 0.01
+    monitor_from: float = 0.0
+    schedule: str = "constant"
+    final_lr: float = 2e-6  # 'linear' decays to this (Lyu et al. 2018); 'cosine' to lr * 1e-4 (Liu et al. 2022)
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be positive, got {self.steps} and {self.batch_size}")
+        if self.patience < 0 or self.val_every < 1 or self.checkpoint_every < 1:
+            raise ValueError("patience must be >= 0, val_every and checkpoint_every >= 1")
+
+
+def schedule_factor(schedule: str, step: int, steps: int, *, base_lr: float = 1.0, final_lr: float = 2e-6) -> float:
+    """Multiplier of a parameter group's initial learning rate at `step` (0-based).
+
+    constant: 1; step: halve every quarter of training; linear: 1 for the first half, then
+    linear to `final_lr / base_lr` (Lyu et al. 2018: 1e-4 for 50 epochs, then to 2e-6);
+    cosine: from 1 to 1e-4 (Liu et al. 2022: 1e-4 -> 1e-8).
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+    progress = step / max(steps - 1, 1)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "step":
+        return 0.5 ** min(int(progress * 4), 3)
+    if schedule == "linear":
+        if progress <= 0.5:
+            return 1.0
+        end = final_lr / base_lr
+        return 1.0 + (end - 1.0) * (progress - 0.5) / 0.5
+    low = 1e-4
+    return low + 0.5 * (1 - low) * (1 + math.cos(math.pi * progress))
+
+
+def set_learning_rates(method: "NetMethod", settings: TrainSettings, step: int) -> dict[str, float]:
+    """Scale every parameter group's `initial_lr` by its net's schedule; returns the rates."""
+    rates = {}
+    for name, optimiser in method.optimizers.items():
+        schedule = method.schedules.get(name, settings.schedule)
+        for group in optimiser.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * schedule_factor(
+                schedule, step, settings.steps, base_lr=group["initial_lr"], final_lr=settings.final_lr)
+        rates[name] = optimiser.param_groups[0]["lr"]
+    return rates
+
+
+# ----------------------------------------------------------------------------- signals and checkpoints
 
 
 @contextmanager
@@ -115,18 +236,10 @@ def stop_on_signals() -> Iterator[dict[str, bool]]:
             signal.signal(sig, old)
 
 
-def save_checkpoint(path: Path, method: LearnedMethod, step: int, generator: torch.Generator, extra: dict[str, Any]) -> None:
-    """Write nets, optimisers, RNG states and `extra` (JSON-like) atomically."""
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "method": method.name,
-        "step": step,
-        **method.state_dict(),
-        "rng": {"sampler": generator.get_state(), "torch": torch.get_rng_state()},
-        **extra,
-    }
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a training state atomically (tensors, numbers, strings, lists and dicts only)."""
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
 
 
 def load_checkpoint(path: Path, *, method_name: str | None = None) -> dict[str, Any]:
@@ -137,14 +250,18 @@ def load_checkpoint(path: Path, *, method_name: str | None = None) -> dict[str, 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt zip, pickle of a non-allowed type, ...
-        raise CheckpointError(f"{path}: unreadable checkpoint ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path}: unreadable checkpoint ({first})") from None
     if not isinstance(state, dict) or "format" not in state:
         raise CheckpointError(f"{path}: not an sr_lib checkpoint")
-    if state["format"] > CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {state['format']} is newer than this sr_lib ({CHECKPOINT_FORMAT}); upgrade sr_lib")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {state['format']}, this sr_lib reads {CHECKPOINT_FORMAT}; retrain")
     if method_name is not None and state.get("method") != method_name:
         raise CheckpointError(f"{path}: checkpoint is for method {state.get('method')!r}, not {method_name!r}")
     return state
+
+
+# ----------------------------------------------------------------------------- the loop
 
 
 @dataclasses.dataclass
@@ -152,85 +269,138 @@ class TrainResult:
     log: pd.DataFrame
     steps_done: int
     resumed_from: int
+    best_step: int | None = None  # the step whose weights were kept (early stopping)
+    stopped_early: bool = False
+
+
+@dataclasses.dataclass
+class _Monitor:
+    """Early-stopping state: best validation PSNR so far, its step and weights."""
+
+    best_psnr: float = -math.inf
+    best_step: int | None = None
+    bad_validations: int = 0
+    best_state: dict[str, Any] | None = None
+    stopped: bool = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_psnr": self.best_psnr, "best_step": -1 if self.best_step is None else self.best_step,
+                "bad_validations": self.bad_validations, "best_state": self.best_state or {}, "stopped": self.stopped}
+
+    @staticmethod
+    def from_state(state: dict[str, Any]) -> "_Monitor":
+        step = int(state["best_step"])
+        return _Monitor(float(state["best_psnr"]), None if step < 0 else step, int(state["bad_validations"]),
+                        state["best_state"] or None, bool(state["stopped"]))
 
 
 def train(
-    method: LearnedMethod,
+    method: "NetMethod",
     sampler: Any,
     settings: TrainSettings,
     *,
+    runtime: Runtime | None = None,
     run_dir: str | os.PathLike | None = None,
     val_batch: dict[str, torch.Tensor] | None = None,
-    extra_state: dict[str, Any] | None = None,
     progress: bool = True,
     stop_after: int | None = None,
 ) -> TrainResult:
     """Train `method` on batches from `sampler.sample(batch_size, generator)`.
 
-    With `run_dir`, checkpoints (`checkpoint.pt`) and the log (`log.csv`) are written there
-    every `checkpoint_every` steps and at the end, and an existing checkpoint is resumed.
-    `val_batch` (lr, hr) is scored every `val_every` steps. `stop_after` ends the loop
-    early after that many steps, checkpointing as an interruption would (tests use it).
+    Per step: each net's learning rate from its schedule; `method.critic_steps` calls of
+    `method.critic_step` on fresh batches; one `method.training_step` on a fresh batch; the
+    EMA update. `val_batch` (lr, hr) is scored every `val_every` steps and drives early
+    stopping. With `run_dir`, `checkpoint.pt` and `log.csv` are written there every
+    `checkpoint_every` steps and at the end, and an existing checkpoint is resumed.
+    `stop_after` ends the loop after that many steps as an interruption would (tests).
     SIGINT/SIGTERM save a checkpoint and raise `TrainingInterrupted`.
     """
-    device = pick_device(settings.device)
+    runtime = runtime or Runtime.auto()
     seed_everything(settings.seed)
-    method.to(device, amp=settings.amp)
+    method.to(runtime)
     method.prepare(sampler, seed=settings.seed)  # before any RNG state is restored, so resume sees the same
     generator = torch.Generator().manual_seed(settings.seed)
     run_dir = Path(run_dir) if run_dir is not None else None
     checkpoint = run_dir / CHECKPOINT_NAME if run_dir else None
     rows: list[dict[str, float]] = []
+    monitor = _Monitor()
     start = 0
     if checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint, method_name=method.name)
-        method.load_state_dict(state)
+        method.load_training_state(state["method_state"])
+        monitor = _Monitor.from_state(state["monitor"])
         generator.set_state(state["rng"]["sampler"])
         torch.set_rng_state(state["rng"]["torch"])
         start = int(state["step"])
         if (run_dir / LOG_NAME).exists():
             rows = pd.read_csv(run_dir / LOG_NAME).query("step <= @start").to_dict("records")
-    extra = dict(extra_state or {})
 
     def save(step: int) -> None:
-        if checkpoint is None:
+        if checkpoint is None or not runtime.is_main:
             return
-        save_checkpoint(checkpoint, method, step, generator, extra)
+        save_checkpoint(checkpoint, {
+            "method": method.name, "step": step, "method_state": method.training_state(),
+            "monitor": monitor.state_dict(),
+            "rng": {"sampler": generator.get_state(), "torch": torch.get_rng_state()},
+        })
         with atomic_path(run_dir / LOG_NAME) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
+
+    def draw() -> dict[str, torch.Tensor]:
+        batch = sampler.sample(settings.batch_size, generator)
+        return {k: (v.to(runtime.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
     last = settings.steps if stop_after is None else min(settings.steps, start + stop_after)
     bar = tqdm(range(start, last), initial=start, total=settings.steps, desc=method.name, disable=not progress, leave=False)
     done = start
     with stop_on_signals() as signals:
         for step in bar:
-            lr = lr_at(settings, step)
-            for optimiser in method.optimizers.values():
-                for group in optimiser.param_groups:
-                    group["lr"] = lr
+            if monitor.stopped:
+                break
+            rates = set_learning_rates(method, settings, step)
             method.train_mode(True)
-            batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in sampler.sample(settings.batch_size, generator).items()}
-            losses = method.training_step(batch, step, settings.steps)
-            row = {"step": step + 1, "lr": lr, **losses}
+            losses: dict[str, float] = {}
+            for _ in range(method.critic_steps):
+                losses.update(method.critic_step(draw(), step))
+            losses.update(method.training_step(draw(), step))
+            method.update_ema()
+            row = {"step": step + 1, **{f"lr_{k}": v for k, v in rates.items()}, **losses}
             if val_batch is not None and ((step + 1) % settings.val_every == 0 or step + 1 == settings.steps):
                 row.update(validate(method, val_batch))
+                _monitor(monitor, method, settings, step + 1, row["val_psnr"])
             rows.append(row)
             bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
             done = step + 1
-            if done % settings.checkpoint_every == 0 or done == settings.steps:
+            if done % settings.checkpoint_every == 0 or done == settings.steps or monitor.stopped:
                 save(done)
             if signals["stop"]:
                 save(done)
                 raise TrainingInterrupted(f"training of {method.name} interrupted at step {done}; checkpoint saved")
     bar.close()
-    if done < settings.steps:
+    finished = done >= settings.steps or monitor.stopped
+    if not finished:  # stop_after: leave a resumable checkpoint
         save(done)
-    return TrainResult(log=pd.DataFrame(rows), steps_done=done, resumed_from=start)
+    elif monitor.best_state is not None:
+        method.load_weights(monitor.best_state)
+    return TrainResult(pd.DataFrame(rows), done, start, monitor.best_step, monitor.stopped)
 
 
-def validate(method: LearnedMethod, val_batch: dict[str, torch.Tensor]) -> dict[str, float]:
+def _monitor(monitor: _Monitor, method: "NetMethod", settings: TrainSettings, step: int, psnr: float) -> None:
+    """Early stopping: remember the best weights; stop after `patience` validations without gain."""
+    if step < settings.monitor_from * settings.steps or settings.patience == 0 and settings.monitor_from == 0:
+        return
+    if psnr > monitor.best_psnr + settings.min_delta or monitor.best_step is None:
+        monitor.best_psnr, monitor.best_step, monitor.bad_validations = psnr, step, 0
+        monitor.best_state = method.weights()
+    else:
+        monitor.bad_validations += 1
+        if settings.patience and monitor.bad_validations >= settings.patience:
+            monitor.stopped = True
+
+
+def validate(method: "NetMethod", val_batch: dict[str, torch.Tensor]) -> dict[str, float]:
     """Mean PSNR/SSIM of the method's predictions on a fixed validation batch."""
-    pred = method.predict_batch(val_batch["lr"])
+    pred = method.predict_batch(val_batch["lr"], mask=val_batch.get("mask"))
     target = val_batch["hr"].to(pred.device)
     return {
         "val_psnr": float(psnr_torch(pred, target).mean()),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -426,7 +427,7 @@ def test_bias_field_is_smooth_positive_seeded_and_2d_is_the_centre_slice():
 
 # ----------------------------------------------------------------------------- misalignment
 
-IDENTITY = {"rotation_deg": [0, 0, 0], "translation": [0, 0, 0], "shrink": [0, 0, 0]}
+IDENTITY = {"rotation_deg": [0, 0, 0], "translation_mm": [0, 0, 0], "shrink_mm": [0, 0, 0]}
 
 
 @pytest.mark.parametrize("kind", ["numpy", "torch"])
@@ -438,8 +439,8 @@ def test_misalignment_identity_and_one_voxel_translation(shape, kind):
     np.testing.assert_allclose(to_numpy(same), x, atol=1e-6)
     for axis in (0, len(shape) - 1):
         shift = [0.0, 0.0, 0.0]
-        shift[axis if len(shape) == 3 else min(axis, 1)] = 1.0
-        moved = to_numpy(D.apply_misalignment(as_kind(x, kind), {**IDENTITY, "translation": shift}))
+        shift[axis if len(shape) == 3 else min(axis, 1)] = 1.0  # 1 mm = 1 voxel at the default 1 mm
+        moved = to_numpy(D.apply_misalignment(as_kind(x, kind), {**IDENTITY, "translation_mm": shift}))
         a = min(axis, len(shape) - 1)
         tail = [slice(None)] * len(shape)
         head = [slice(None)] * len(shape)
@@ -450,40 +451,137 @@ def test_misalignment_identity_and_one_voxel_translation(shape, kind):
         np.testing.assert_allclose(moved[tuple(first)], 0, atol=1e-4)
 
 
-def test_misalignment_matches_scipy_affine_transform():
+def test_misalignment_matches_scipy_affine_transform_in_mm():
     x = rand((14, 11, 9))
-    params = {"rotation_deg": [1.5, 0.0, -2.0], "translation": [0.7, 0.0, -1.3], "shrink": [1.2, 0.8, 0.0]}
+    vox = np.array([0.9, 1.2, 2.0])
+    params = {"rotation_deg": [1.5, 0.0, -2.0], "translation_mm": [0.7, 0.0, -1.3], "shrink_mm": [1.2, 0.8, 0.0]}
     n = np.array(x.shape, float)
     c = (n - 1) / 2
     ax, az = np.deg2rad(1.5), np.deg2rad(-2.0)
     rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
     rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    a = np.linalg.inv(rz @ rx @ np.diag(1 - np.array([1.2, 0.8, 0.0]) / n))
-    ref = ndi.affine_transform(x.astype(np.float64), a, offset=c - a @ (c + [0.7, 0.0, -1.3]), order=1,
-                               mode="grid-constant", cval=0.0)
-    np.testing.assert_allclose(D.apply_misalignment(x, params), ref, atol=1e-4)
+    forward = np.diag(1 / vox) @ rz @ rx @ np.diag(vox) @ np.diag(1 - np.array([1.2, 0.8, 0.0]) / (n * vox))
+    a = np.linalg.inv(forward)
+    offset = c - a @ (c + np.array([0.7, 0.0, -1.3]) / vox)
+    for order in (1, 3):
+        ref = ndi.affine_transform(x.astype(np.float64), a, offset=offset, order=order, mode="grid-constant", cval=0.0)
+        got = D.apply_misalignment(x, params, voxel_size=vox, order=order)
+        np.testing.assert_allclose(got, np.clip(ref, 0, x.max()), atol=1e-5)
+
+
+def test_translation_in_mm_on_a_2mm_grid_moves_a_blob_by_half_as_many_voxels():
+    x = blob((40, 36, 30), sigma=3.0)
+    grids = np.meshgrid(*[np.arange(n) for n in x.shape], indexing="ij")
+
+    def centroid(v):
+        return np.array([(g * v).sum() / v.sum() for g in grids])
+
+    for k in (1.0, 2.0, 3.0):
+        moved = D.apply_misalignment(x, {"translation_mm": [k, 0.0, -k]}, voxel_size=2.0)
+        np.testing.assert_allclose(centroid(moved) - centroid(x), [k / 2, 0.0, -k / 2], atol=1e-3)
+
+
+def test_rotation_is_rigid_in_mm_on_anisotropic_voxels():
+    # a 24 mm x 24 mm square on 1 x 2 mm voxels is 24 x 12 voxels; turned by 90 degrees about z
+    # it must still be 24 mm x 24 mm, i.e. 24 x 12 voxels (a voxel-unit rotation gives 12 x 24)
+    x = np.zeros((48, 24), np.float32)
+    x[12:36, 6:18] = 1
+    turned = D.apply_misalignment(x, {"rotation_deg": [0, 0, 90.0]}, voxel_size=(1.0, 2.0), order=1)
+    np.testing.assert_allclose(turned.sum(), x.sum(), rtol=0.02)
+    inside = turned > 0.5
+    assert inside.any(axis=1).sum() == 24 and inside.any(axis=0).sum() == 12
+    # the same in 3D, about H-F, with the slice axis untouched
+    x3 = np.repeat(x[..., None], 5, axis=2)
+    turned3 = D.apply_misalignment(x3, {"rotation_deg": [0, 0, 90.0]}, voxel_size=(1.0, 2.0, 3.0), order=1)
+    np.testing.assert_allclose(turned3[..., 2], turned, atol=1e-5)
+
+
+def test_cubic_keeps_a_smooth_pattern_better_than_linear():
+    # a smooth 2D cosine pattern (period 9 voxels) rotated by 2 degrees: compare with the exact
+    # rotated pattern away from the border; cubic splines are O(h^4), linear O(h^2)
+    n = 64
+    i, j = np.meshgrid(np.arange(n, dtype=np.float64), np.arange(n, dtype=np.float64), indexing="ij")
+    c = (n - 1) / 2
+
+    def pattern(u, v):
+        return 0.5 + 0.25 * np.cos(2 * np.pi * u / 9) * np.cos(2 * np.pi * v / 11)
+
+    x = pattern(i - c, j - c).astype(np.float32)
+    th = np.deg2rad(2.0)
+    u = np.cos(th) * (i - c) + np.sin(th) * (j - c)  # content at q goes to R q: sample at R^-1 p
+    v = -np.sin(th) * (i - c) + np.cos(th) * (j - c)
+    exact = pattern(u, v)
+    inner = (slice(8, -8), slice(8, -8))
+    err = {order: np.abs(D.apply_misalignment(x, {"rotation_deg": [0, 0, 2.0]}, order=order) - exact)[inner].max()
+           for order in (1, 3)}
+    assert err[3] < err[1] / 5, err
+
+
+def test_quick_profile_shrink_is_under_one_percent_of_the_field_of_view():
+    shape, vox = np.array([88, 104, 88]), 2.0  # the quick profile's grid
+    rng = np.random.default_rng(0)
+    draws = [D.sample_misalignment(rng, voxel_size=vox) for _ in range(300)]
+    shrink = np.array([d["shrink_mm"] for d in draws])
+    assert shrink.max() <= D.UDEAN_MAX_SHRINK_MM == pytest.approx(1.4)
+    assert np.all(shrink / (shape * vox) < 0.01)
+    assert (shrink / (shape * vox)).max() > 0.007  # the paper's 0.7-0.9% reached, not undershot
 
 
 def test_misalignment_shrink_rotation_and_sampling_ranges():
     x = np.zeros((33, 33, 9), np.float32)
     x[4:29, 4:29] = 1
-    shrunk = D.apply_misalignment(x, {**IDENTITY, "shrink": [2.0, 2.0, 0.0]})
+    # the area check uses linear sampling: clipping the cubic's overshoot at the box's sharp
+    # edges costs ~1% of its sum (checked just below)
+    shrunk = D.apply_misalignment(x, {**IDENTITY, "shrink_mm": [2.0, 2.0, 0.0]}, order=1)
     np.testing.assert_allclose(shrunk.sum(axis=(0, 1)), x.sum(axis=(0, 1)) * (31 / 33) ** 2, rtol=5e-3)
+    cubic = D.apply_misalignment(x, {**IDENTITY, "shrink_mm": [2.0, 2.0, 0.0]})
+    np.testing.assert_allclose(cubic.sum(axis=(0, 1)), shrunk.sum(axis=(0, 1)), rtol=0.02)
+    shrunk2 = D.apply_misalignment(x, {**IDENTITY, "shrink_mm": [4.0, 4.0, 0.0]}, voxel_size=2.0, order=1)
+    np.testing.assert_allclose(shrunk2, shrunk, atol=1e-5)  # 4 mm of a 66 mm FOV = 2 of 33 voxels
     turned = D.apply_misalignment(x, {**IDENTITY, "rotation_deg": [0.0, 0.0, 2.0]})
     assert not np.allclose(turned, x)
-    np.testing.assert_allclose(turned.sum(), x.sum(), rtol=1e-3)
+    np.testing.assert_allclose(turned.sum(), x.sum(), rtol=3e-3)  # cubic + clipping at the edges: 0.12%
+    assert turned.min() >= 0 and turned.max() <= 1  # cubic overshoot clipped to the input's range
     np.testing.assert_allclose(turned[..., 4], D.apply_misalignment(x[..., 4], {**IDENTITY, "rotation_deg": [0, 0, 2.0]}), atol=1e-5)
     rng = np.random.default_rng(0)
-    draws = [D.sample_misalignment(rng) for _ in range(200)]
+    draws = [D.sample_misalignment(rng, voxel_size=(0.9, 0.9, 1.2)) for _ in range(200)]
     rot = np.array([d["rotation_deg"] for d in draws])
-    trans = np.array([d["translation"] for d in draws])
-    shrink = np.array([d["shrink"] for d in draws])
+    trans = np.array([d["translation_mm"] for d in draws])
+    shrink = np.array([d["shrink_mm"] for d in draws])
     assert np.abs(rot).max() <= 2 and np.all(rot[:, 1] == 0) and rot[:, 0].min() < 0 < rot[:, 0].max()
-    assert np.abs(trans).max() <= 2 and np.all(trans[:, 1] == 0)
-    assert shrink.min() >= 0 and shrink.max() <= 2 and np.all(shrink[:, 2] == 0)
+    assert np.abs(trans).max() <= 1.4 and np.all(trans[:, 1] == 0) and trans[:, 2].min() < 0 < trans[:, 2].max()
+    assert shrink.min() >= 0 and shrink.max() <= 1.4 and np.all(shrink[:, 2] == 0)
+    assert all(d["voxel_size_mm"] == [0.9, 0.9, 1.2] for d in draws)
     assert json.loads(json.dumps(draws[0])) == draws[0]
-    with pytest.raises(ValueError, match="max_shrink -1 must be >= 0"):
-        D.sample_misalignment(rng, max_shrink=-1)
+    with pytest.raises(ValueError, match="max_shrink_mm -1 must be >= 0"):
+        D.sample_misalignment(rng, max_shrink_mm=-1)
+
+
+def test_misalignment_is_seeded_and_replays_on_its_grid():
+    x = blob((20, 18, 10), sigma=3.0)
+    a = D.sample_misalignment(np.random.default_rng(7), voxel_size=(1.0, 1.0, 2.0))
+    b = D.sample_misalignment(np.random.default_rng(7), voxel_size=(1.0, 1.0, 2.0))
+    assert a == b and a != D.sample_misalignment(np.random.default_rng(8), voxel_size=(1.0, 1.0, 2.0))
+    once = D.apply_misalignment(x, a)  # the recorded voxel size is used
+    np.testing.assert_array_equal(once, D.apply_misalignment(x, b))
+    np.testing.assert_array_equal(once, D.apply_misalignment(x, a, voxel_size=(1.0, 1.0, 2.0)))
+    assert not np.allclose(once, D.apply_misalignment(x, {k: v for k, v in a.items() if k != "voxel_size_mm"}))
+
+
+def test_misalignment_errors():
+    x = rand((8, 8, 4))
+    with pytest.raises(ValueError, match="'translation'/'shrink' \\(voxels\\) are no longer accepted"):
+        D.apply_misalignment(x, {"translation": [1, 0, 0]})
+    with pytest.raises(ValueError, match=r"unknown misalignment params \['turn'\]"):
+        D.apply_misalignment(x, {"turn": [1, 0, 0]})
+    with pytest.raises(ValueError, match="differs from the params' voxel_size_mm"):
+        D.apply_misalignment(x, {"voxel_size_mm": [1, 1, 1]}, voxel_size=2.0)
+    with pytest.raises(ValueError, match="must be smaller than the field of view"):
+        D.apply_misalignment(x, {"shrink_mm": [16.0, 0, 0]}, voxel_size=2.0)
+    with pytest.raises(ValueError, match="voxel_size .* must be > 0 mm"):
+        D.apply_misalignment(x, IDENTITY, voxel_size=(1, 0, 1))
+    with pytest.raises(ValueError, match="order 7 must be a spline order"):
+        D.apply_misalignment(x, IDENTITY, order=7)
 
 
 # ----------------------------------------------------------------------------- numpy == torch, seeds
@@ -662,3 +760,61 @@ def test_scenario_scales_tell_fixed_presets_apart():
     assert D.scenario_scales("kspace-2x") == (2,)
     with pytest.raises(KeyError, match="unknown scenario"):
         D.scenario_scales("SR-X")
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+@pytest.mark.parametrize("name", list(D.SCENARIOS))
+@pytest.mark.parametrize("scale", [None, 4])
+def test_every_preset_says_what_is_the_papers_and_what_is_ours(name, scale):
+    if scale is not None and scale not in D.scenario_scales(name):
+        pytest.skip("fixed scale")
+    scen = D.get_scenario(name, scale)
+    assert scen.paper_values and scen.our_choices
+    assert not set(scen.paper_values) & set(scen.our_choices)
+    assert all(isinstance(v, str) and v for v in [*scen.paper_values.values(), *scen.our_choices.values()])
+    d = json.loads(json.dumps(scen.to_dict()))
+    assert d["paper_values"] == dict(scen.paper_values) and d["our_choices"] == dict(scen.our_choices)
+    text = scen.describe()
+    assert "\n    paper: " in text and "\n    ours: " in text
+    assert not re.search(r"seed 00\d|\(00\d", scen.paper + text)  # cited by author and year, not file number
+
+
+def test_provenance_of_the_named_settings():
+    assert "blur_sigma" in D.get_scenario("SR-B").our_choices
+    sri = D.get_scenario("SRI")
+    assert {"noise", "noise_sigma", "hole_size_range"} <= set(sri.our_choices)
+    assert "n_holes" in sri.paper_values
+    assert "central 25%" in D.get_scenario("kspace-2x").paper_values["factors"]
+    assert D.get_scenario("kspace-2x").paper.startswith("Lyu et al. 2018")
+    for name in ("kspace-2x2x1", "kspace-2x2x2"):
+        scen = D.get_scenario(name)
+        assert "2x2x1 and 2x2x2" in scen.paper_values["factors"] and scen.paper.startswith("Liu et al. 2022")
+
+
+def test_cli_scenarios_prints_the_provenance(capsys):
+    from sr_lib.cli import cmd_scenarios
+
+    assert cmd_scenarios(None) == 0
+    out = capsys.readouterr().out
+    for name in D.SCENARIOS:
+        assert re.search(rf"^{re.escape(name)} ", out, re.M)
+    assert out.count("\n    paper: ") == len(D.SCENARIOS) and out.count("\n    ours: ") == len(D.SCENARIOS)
+
+
+def test_misaligned_pairs_use_the_voxel_size():
+    hrs = [blob((16, 20, 12), sigma=4.0, seed=s) for s in range(3)]
+    one_mm = D.make_training_pairs(hrs, "kspace-2x2x1", "misaligned", np.random.default_rng(0))
+    default = D.make_training_pairs(hrs, "kspace-2x2x1", "misaligned", np.random.default_rng(0), voxel_size=1.0)
+    coarse = D.make_training_pairs(hrs, "kspace-2x2x1", "misaligned", np.random.default_rng(0),
+                                   voxel_size=(2.0, 2.0, 2.0))
+    rows = D.make_training_pairs(hrs, "kspace-2x2x1", "misaligned", np.random.default_rng(0),
+                                 voxel_size=[(2.0, 2.0, 2.0)] * 3)
+    for (_, a, _), (_, b, _), (_, c, _), (_, r, _), hr in zip(one_mm, default, coarse, rows, hrs):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(c, r)
+        # the same motion in mm is half as many voxels on the 2 mm grid: closer to the HR
+        assert np.abs(c - hr).mean() < np.abs(a - hr).mean()
+    with pytest.raises(ValueError, match="voxel_size has 2 rows for 3 volumes"):
+        D.make_training_pairs(hrs, "kspace-2x2x1", "misaligned", np.random.default_rng(0), voxel_size=[(1, 1, 1)] * 2)

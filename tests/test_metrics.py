@@ -14,11 +14,14 @@ from sr_lib.io import Volume
 from sr_lib.metrics import (
     METRIC_FUNCS,
     evaluate,
+    evaluate_regions,
     foreground_mask,
     format_mean_std,
     mse,
     psnr,
     psnr_torch,
+    scored_slices,
+    slice_scores,
     ssim,
     ssim_torch,
     summarise,
@@ -280,3 +283,136 @@ def test_foreground_mask_ignores_noisy_background():
     assert mask[ball].all()
     assert (mask & ~ball).sum() < 0.35 * ball.sum()  # only the one-voxel dilation rim around the ball
     assert foreground_mask(target, 0.05).mean() > 0.9  # a fixed low threshold takes nearly everything
+
+
+# ----------------------------------------------------------------------------- per-slice convention and regions
+
+
+def _by_hand_slices(pred, target, axis, mask=None):
+    """The papers' loop, written out with scikit-image: 2D PSNR/SSIM per slice, then the mean."""
+    ps, ss = [], []
+    for k in range(target.shape[axis]):
+        p2, t2 = np.take(pred, k, axis), np.take(target, k, axis)
+        if mask is None:
+            if not t2.any():
+                continue
+            ps.append(10 * np.log10(1.0 / np.mean((p2 - t2) ** 2)))
+            ss.append(skimage_ssim(p2, t2))
+        else:
+            m2 = np.take(mask, k, axis)
+            if m2.mean() < 0.01 or not m2[5:-5, 5:-5].any():
+                continue
+            _, s_map = structural_similarity(
+                p2, t2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0, full=True
+            )
+            inner = np.zeros_like(m2)
+            inner[5:-5, 5:-5] = True
+            ps.append(10 * np.log10(1.0 / np.mean((p2[m2] - t2[m2]) ** 2)))
+            ss.append(s_map[m2 & inner].mean())
+    return np.mean(ps), np.mean(ss)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2, -1])
+def test_slice_scores_equal_skimage_per_slice(axis):
+    target = image_like((23, 19, 17), seed=2)
+    pred = np.clip(ndimage.gaussian_filter(target, 0.8) + 0.02 * np.random.default_rng(1).standard_normal(target.shape), 0, 1)
+    got = slice_scores(pred, target, axis=axis)
+    assert set(got) == {"psnr_slices", "ssim_slices"}
+    want_psnr, want_ssim = _by_hand_slices(pred, target, axis % 3)
+    assert got["psnr_slices"] == pytest.approx(want_psnr, abs=1e-9)
+    assert got["ssim_slices"] == pytest.approx(want_ssim, abs=1e-10)
+
+
+def test_slice_scores_single_slice_is_skimage_2d():
+    pred, target = noisy_pair((31, 1, 27), seed=7)
+    got = slice_scores(pred, target, axis=1)
+    assert got["ssim_slices"] == pytest.approx(skimage_ssim(pred[:, 0], target[:, 0]), abs=1e-12)
+    assert got["psnr_slices"] == pytest.approx(psnr(pred[:, 0], target[:, 0]), abs=1e-12)
+
+
+def test_slice_scores_masked_and_slice_rule():
+    target = image_like((26, 24, 21), seed=3)
+    pred = ndimage.gaussian_filter(target, 0.7)
+    mask = foreground_mask(target)
+    mask[:, :, :3] = False  # three slices without brain
+    mask[:, :, 3] = False
+    mask[12, 12, 3] = True  # one pixel: 1/624 < 1% of the slice, so slice 3 does not count
+    got = slice_scores(pred, target, axis=2, mask=mask)
+    want_psnr, want_ssim = _by_hand_slices(pred, target, 2, mask)
+    assert got["psnr_slices"] == pytest.approx(want_psnr, abs=1e-9)
+    assert got["ssim_slices"] == pytest.approx(want_ssim, abs=1e-10)
+    kept = scored_slices(target, axis=2, mask=mask)
+    assert kept[0] >= 4 and 3 not in kept
+    assert 3 in scored_slices(target, axis=2, mask=mask, min_fraction=0.0)
+    # without a mask, empty target slices are skipped and the rest all count
+    padded = np.pad(target, ((0, 0), (0, 0), (2, 0)))
+    assert list(scored_slices(padded, axis=2)) == list(range(2, padded.shape[2]))
+    assert slice_scores(np.pad(pred, ((0, 0), (0, 0), (2, 0))), padded)["ssim_slices"] == pytest.approx(
+        slice_scores(pred, target)["ssim_slices"], abs=1e-12
+    )
+
+
+def test_slice_scores_identical_and_offset():
+    target = image_like((20, 18, 16))
+    assert slice_scores(target, target) == {"psnr_slices": math.inf, "ssim_slices": pytest.approx(1.0, abs=1e-12)}
+    assert slice_scores(target + 0.1, target)["psnr_slices"] == pytest.approx(20.0, abs=1e-9)
+
+
+def test_slice_scores_errors():
+    a = np.random.default_rng(0).random((16, 16, 12))
+    with pytest.raises(ValueError, match="3D"):
+        slice_scores(a[..., 0], a[..., 0])
+    with pytest.raises(ValueError, match="axis"):
+        slice_scores(a, a, axis=3)
+    with pytest.raises(ValueError, match=r"\(16, 16, 12\) vs \(16, 16, 11\)"):
+        slice_scores(a, a[..., :11])
+    with pytest.raises(ValueError, match="in-plane"):
+        slice_scores(a[..., :10], a[..., :10], axis=0)  # slices of 16 x 10: too small for the 11-tap window
+    with pytest.raises(ValueError, match="non-zero"):
+        slice_scores(np.zeros((12, 12, 4)), np.zeros((12, 12, 4)))
+    with pytest.raises(ValueError, match="1%"):
+        tiny = np.zeros(a.shape, dtype=bool)
+        tiny[8, 8, 5] = True
+        slice_scores(a, a, mask=tiny)
+    with pytest.raises(ValueError, match="data_range"):
+        slice_scores(a, a, data_range=0)
+
+
+def test_evaluate_regions_rows():
+    target = image_like((24, 26, 22), seed=4)
+    pred = ndimage.gaussian_filter(target, 0.7)
+    mask = foreground_mask(target)
+    rows = evaluate_regions(pred, target, mask=mask, axis=2)
+    assert [r["region"] for r in rows] == ["brain", "volume"]
+    brain, volume = rows
+    assert set(brain) == set(volume) == {"region", "psnr", "ssim", "mse", "psnr_slices", "ssim_slices"}
+    assert brain["psnr"] == pytest.approx(psnr(pred, target, mask=mask))
+    assert brain["ssim"] == pytest.approx(ssim(pred, target, mask=mask))
+    assert brain["mse"] == pytest.approx(mse(pred, target, mask=mask))
+    assert volume["psnr"] == pytest.approx(psnr(pred, target))
+    assert volume["ssim"] == pytest.approx(ssim(pred, target))
+    assert brain["psnr_slices"] == pytest.approx(slice_scores(pred, target, mask=mask)["psnr_slices"])
+    assert volume["ssim_slices"] == pytest.approx(slice_scores(pred, target)["ssim_slices"])
+    assert brain["ssim_slices"] != pytest.approx(volume["ssim_slices"], abs=1e-6)
+
+
+def test_evaluate_regions_offset_is_20_db_everywhere_and_identical_is_inf():
+    target = image_like((22, 20, 18), seed=5)
+    mask = foreground_mask(target)
+    for row in evaluate_regions(target + 0.1, target, mask=mask):
+        assert row["psnr"] == pytest.approx(20.0, abs=1e-9)
+        assert row["psnr_slices"] == pytest.approx(20.0, abs=1e-9)
+        assert row["mse"] == pytest.approx(0.01)
+    for row in evaluate_regions(target, target, mask=mask):
+        assert row["psnr"] == row["psnr_slices"] == math.inf
+        assert row["ssim"] == pytest.approx(1.0) and row["ssim_slices"] == pytest.approx(1.0)
+
+
+def test_evaluate_regions_errors():
+    a = image_like((16, 16, 14))
+    with pytest.raises(ValueError, match="mask"):
+        evaluate_regions(a, a, mask=None)
+    with pytest.raises(ValueError, match="selects no voxels"):
+        evaluate_regions(a, a, mask=np.zeros(a.shape, dtype=bool))
+    with pytest.raises(ValueError, match="differs"):
+        evaluate_regions(a, a, mask=np.ones((16, 16, 13), dtype=bool))

@@ -1,27 +1,56 @@
-"""`sr-lib report` end to end on the test profile: papermill runs every notebook, a method
-that fails is recorded as failed in the tables and the index, and the rest still appears."""
+"""`sr-lib report` end to end on the test profile: every run of a study, a method that fails
+is recorded as failed in its study's table and the index while the others' tables and
+figures are intact, n/a cells, the dry run, and portable executed notebooks."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pandas as pd
 import pytest
 
+from sr_lib import studies
+from sr_lib.methods import METHODS, Method, Observation
 from sr_lib.pipeline import run_report
+from sr_lib.studies import Study
+
+
+class Broken(Method):
+    name = "srresnet"  # stands in for a registered method, in this process only
+
+    def predict(self, observation: Observation) -> np.ndarray:
+        raise RuntimeError("predict exploded")
+
+
+TINY = Study(name="tiny", title="tiny", description="a test study", scenarios=("kspace-2x", "SR-B"), contrasts=("T2",),
+             methods=("input", "bicubic", "srresnet"), seeds=2, detail=("input",))
 
 
 @pytest.mark.slow
-def test_report_with_a_failing_method_still_writes_tables_figures_and_index(tmp_path, monkeypatch):
-    monkeypatch.setenv("SR_LIB_CACHE", str(tmp_path / "cache"))  # the notebook kernels inherit it
-    # srresnet is slice-wise only, so it cannot run kspace-2x2x2 (every axis changes): a real failure
-    index = run_report(profile="test", methods=["tricubic", "srresnet"], scenarios=["kspace-2x2x2"], out=tmp_path / "reports")
-    reports = tmp_path / "reports"
-    summary = pd.read_csv(reports / "tables" / "summary.csv").set_index("method")
-    assert summary.loc["tricubic", "status"] == "done" and summary.loc["tricubic", "n_subjects"] == 2
-    assert summary.loc["srresnet", "status"] == "failed" and summary.loc["srresnet", "n_subjects"] == 0
-    table = (reports / "tables" / "kspace-2x2x2_x2_paired_test.md").read_text()
-    assert "srresnet (T2) failed: ValueError" in table and "2D slices only" in table
-    assert (reports / "figures" / "kspace-2x2x2_T2_x2_paired_test.png").stat().st_size > 10_000
+def test_report_with_a_failing_method_keeps_the_others_and_marks_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("SR_LIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(studies.STUDIES, "tiny", TINY)
+    monkeypatch.setitem(METHODS, "srresnet", Broken)
+    out = tmp_path / "reports"
+    plan = run_report(studies=["tiny"], profile="test", out=out, dry_run=True)
+    assert plan["run"].value_counts().to_dict() == {"train": 8, "n/a": 4}
+    index = run_report(studies=["tiny"], profile="test", out=out)
+    summary = pd.read_csv(out / "tables" / "summary.csv", keep_default_na=False, na_values=[""])  # "n/a" is a status
+    brain = summary[summary["region"] == "brain"].set_index(["scenario", "method"])
+    assert brain.loc[("SR-B", "bicubic"), "status"] == "done" and brain.loc[("SR-B", "bicubic"), "n_seeds"] == 2
+    assert brain.loc[("kspace-2x", "bicubic"), "status"] == "n/a"
+    assert brain.loc[("SR-B", "srresnet"), "status"] == "failed"
+    table = (out / "tables" / "tiny.md").read_text()
+    assert "n/a" in table and "failed" in table and "predict exploded" in table
+    assert (out / "figures" / "tiny_SR-B_T2_x2_paired_test.png").stat().st_size > 10_000
     text = index.read_text()
-    assert "Every notebook ran." in text and "- srresnet on kspace-2x2x2 T2 x2: failed" in text
-    assert "profile: `test`" in text and "from commit" in text
-    assert len(list((reports / "runs" / "notebooks").rglob("*.ipynb"))) == 6
+    assert "srresnet on SR-B T2 seed 0: RuntimeError: predict exploded" in text and "Every notebook ran." in text
+    plan_after = run_report(studies=["tiny"], profile="test", out=out, dry_run=True)["run"].value_counts().to_dict()
+    assert plan_after == {"reuse": 4, "train": 4, "n/a": 4}  # failed runs are tried again, finished ones reused
+    notebooks = list((out / "runs" / "notebooks").rglob("*.ipynb"))
+    assert len(notebooks) == 5  # 00, 01, one 10_train (the detail run), 80, 90
+    for path in notebooks:
+        raw = path.read_text()
+        assert str(tmp_path) not in raw and "/work/" not in raw
+        assert "widget-view" not in raw and "widgets" not in json.loads(raw)["metadata"]

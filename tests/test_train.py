@@ -1,5 +1,6 @@
-"""The training loop: loss goes down, resume equals an uninterrupted run, schedules,
-checkpoint safety (weights_only, format, method)."""
+"""The training engine: loss goes down, resume equals an uninterrupted run, schedules scale
+each net's own rate, `frozen` restores after an exception, a critic takes k fresh batches,
+EMA, early stopping, checkpoint safety."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch.nn.functional as F
 
 from sr_lib.methods import build
 from sr_lib.train import (
-    CheckpointError, TrainingInterrupted, TrainSettings, load_checkpoint, lr_at, save_checkpoint, train,
+    EMA, CheckpointError, TrainingInterrupted, TrainSettings, frozen, load_checkpoint, save_checkpoint,
+    schedule_factor, set_learning_rates, train,
 )
 
 
@@ -32,12 +34,12 @@ class ToySampler:
         return {"lr": self.lr[idx, :, y : y + 8, x : x + 8], "hr": self.hr[idx, :, 2 * y : 2 * y + 16, 2 * x : 2 * x + 16], "mask": None}
 
 
-SETTINGS = TrainSettings(steps=10, batch_size=4, lr=1e-3, val_every=5, checkpoint_every=5, seed=3)
+SETTINGS = TrainSettings(steps=10, batch_size=4, val_every=5, checkpoint_every=5, seed=3)
 
 
 def make(method: str, **options):
     torch.manual_seed(0)
-    return build(method, factors=(2, 2, 1), profile="test", **options)
+    return build(method, factors=(2, 2, 1), profile="test", **{"lr": 1e-3, **options})
 
 
 def params(method) -> dict[str, torch.Tensor]:
@@ -51,7 +53,8 @@ def test_training_lowers_the_loss(name):
     settings = dataclasses.replace(SETTINGS, steps=60, val_every=30)
     val = sampler.sample(8, torch.Generator().manual_seed(99))
     log = train(method, sampler, settings, val_batch=val, progress=False).log
-    assert log["loss"].head(5).mean() > 1.5 * log["loss"].tail(5).mean()
+    loss = log.filter(regex="^(loss|pixel)$").iloc[:, 0]
+    assert loss.head(5).mean() > 1.5 * loss.tail(5).mean()
     assert log["val_psnr"].dropna().iloc[-1] > log["val_psnr"].dropna().iloc[0]
 
 
@@ -59,61 +62,151 @@ def test_training_lowers_the_loss(name):
 def test_resume_after_interruption_equals_uninterrupted(tmp_path, name, monkeypatch):
     monkeypatch.setenv("SR_LIB_CACHE", str(tmp_path / "cache"))
     settings = dataclasses.replace(SETTINGS, steps=8, checkpoint_every=3)
-    whole = make(name)
+    whole = make(name, ema_decay=0.9)
     full_log = train(whole, ToySampler(), settings, run_dir=tmp_path / "a", progress=False).log
 
-    first = make(name)
-    part = train(first, ToySampler(), settings, run_dir=tmp_path / "b", progress=False, stop_after=4)
+    part = train(make(name, ema_decay=0.9), ToySampler(), settings, run_dir=tmp_path / "b", progress=False, stop_after=4)
     assert part.steps_done == 4
-    resumed = make(name)  # a fresh process would rebuild the method from scratch
+    resumed = make(name, ema_decay=0.9)  # a fresh process would rebuild the method from scratch
     result = train(resumed, ToySampler(), settings, run_dir=tmp_path / "b", progress=False)
     assert result.resumed_from == 4 and result.steps_done == 8
     for key, value in params(whole).items():
         torch.testing.assert_close(params(resumed)[key], value, rtol=0, atol=0, msg=key)
-    torch.testing.assert_close(torch.tensor(result.log.filter(like="loss").fillna(0).to_numpy()),
-                               torch.tensor(full_log.filter(like="loss").fillna(0).to_numpy()))
+    for a, b in zip(whole.ema.net.state_dict().values(), resumed.ema.net.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(torch.tensor(result.log.filter(regex="loss|pixel").fillna(0).to_numpy()),
+                               torch.tensor(full_log.filter(regex="loss|pixel").fillna(0).to_numpy()))
 
 
 def test_srgan_alternates_after_warmup():
-    method = build("srgan", factors=(2, 2, 1), profile="test", warmup=0.5)
+    method = make("srgan", warmup=0.5, steps=6)
     log = train(method, ToySampler(), dataclasses.replace(SETTINGS, steps=6), progress=False).log
     assert log.loc[:2, "d_loss"].isna().all() and log.loc[3:, "d_loss"].notna().all()
     assert method.feature_net.startswith("MRI feature net")
+    assert all(p.requires_grad for p in method.nets["discriminator"].parameters())  # unfrozen again
+
+
+def test_frozen_restores_requires_grad_even_after_an_exception():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    net[1].bias.requires_grad_(False)  # a parameter that was frozen before stays frozen after
+    with pytest.raises(RuntimeError, match="boom"):
+        with frozen(net):
+            assert not any(p.requires_grad for p in net.parameters())
+            raise RuntimeError("boom")
+    assert [p.requires_grad for p in net.parameters()] == [True, True, True, False]
+
+
+class CountingCritic:
+    """A minimal NetMethod stand-in recording which batches the critic and generator saw."""
+
+    name = "counting"
+    critic_steps = 3
+    schedules: dict = {}
+
+    def __init__(self):
+        self.net = torch.nn.Linear(1, 1)
+        self.optimizers = {"generator": torch.optim.SGD(self.net.parameters(), lr=0.1)}
+        self.seen: list[tuple[str, int, float]] = []
+
+    def to(self, runtime):
+        return self
+
+    def prepare(self, sampler, *, seed):
+        pass
+
+    def train_mode(self, training):
+        pass
+
+    def update_ema(self):
+        pass
+
+    def critic_step(self, batch, step):
+        self.seen.append(("critic", step, float(batch["hr"].sum())))
+        return {"critic": 0.0}
+
+    def training_step(self, batch, step):
+        self.seen.append(("generator", step, float(batch["hr"].sum())))
+        return {"generator": 0.0}
+
+
+def test_a_critic_takes_k_steps_on_fresh_batches_per_generator_step():
+    method = CountingCritic()
+    train(method, ToySampler(), dataclasses.replace(SETTINGS, steps=2), progress=False)
+    kinds = [k for k, _, _ in method.seen]
+    assert kinds == ["critic"] * 3 + ["generator"] + ["critic"] * 3 + ["generator"]
+    sums = [s for _, _, s in method.seen]
+    assert len(set(sums)) == len(sums)  # every call drew its own batch
+
+
+def test_each_net_has_its_own_learning_rate_and_schedule():
+    method = make("srgan", lr=1e-3)
+    method.optimizers["discriminator"].param_groups[0]["lr"] = 4e-4  # as a method's learning_rates() would set it
+    method.schedules["discriminator"] = "constant"
+    settings = dataclasses.replace(SETTINGS, steps=100, schedule="cosine")
+    assert set_learning_rates(method, settings, 0) == pytest.approx({"generator": 1e-3, "discriminator": 4e-4})
+    rates = set_learning_rates(method, settings, 99)
+    assert rates["generator"] == pytest.approx(1e-7) and rates["discriminator"] == pytest.approx(4e-4)
 
 
 @pytest.mark.parametrize(
     "schedule,checks",
     [
-        ("constant", {0: 1e-4, 99: 1e-4}),
-        ("linear", {0: 1e-4, 49: 1e-4, 99: 2e-6}),
-        ("cosine", {0: 1e-4, 99: 1e-8}),
-        ("step", {0: 1e-4, 30: 5e-5, 99: 1.25e-5}),
+        ("constant", {0: 1.0, 99: 1.0}),
+        ("linear", {0: 1.0, 49: 1.0, 99: 2e-6 / 1e-4}),
+        ("cosine", {0: 1.0, 99: 1e-4}),
+        ("step", {0: 1.0, 30: 0.5, 99: 0.125}),
     ],
 )
 def test_schedules(schedule, checks):
-    settings = TrainSettings(steps=100, batch_size=1, lr=1e-4, schedule=schedule)
     for step, expected in checks.items():
-        assert lr_at(settings, step) == pytest.approx(expected, rel=1e-6)
+        assert schedule_factor(schedule, step, 100, base_lr=1e-4) == pytest.approx(expected, rel=1e-6)
+
+
+def test_ema_moves_towards_the_weights():
+    net = torch.nn.Linear(1, 1, bias=False)
+    ema = EMA(net, 0.5)
+    with torch.no_grad():
+        start = float(net.weight)
+        net.weight.fill_(start + 2.0)
+    ema.update(net)
+    assert float(ema.net.weight) == pytest.approx(start + 1.0)
+    with pytest.raises(ValueError, match="decay"):
+        EMA(net, 1.5)
+
+
+def test_early_stopping_stops_and_keeps_the_best_weights(tmp_path):
+    sampler = ToySampler()
+    val = sampler.sample(8, torch.Generator().manual_seed(99))
+    method = make("srcnn", lr=0.5)  # a rate that diverges: validation stops improving at once
+    settings = dataclasses.replace(SETTINGS, steps=200, val_every=2, patience=2)
+    result = train(method, sampler, settings, val_batch=val, progress=False, run_dir=tmp_path)
+    assert result.stopped_early and result.steps_done < 200
+    assert result.best_step is not None and result.best_step < result.steps_done
+    best = result.log.dropna(subset=["val_psnr"])["val_psnr"].max()
+    from sr_lib.train import validate
+    assert validate(method, val)["val_psnr"] == pytest.approx(best, abs=1e-4)  # the best weights came back
 
 
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="unknown schedule"):
-        TrainSettings(steps=1, batch_size=1, lr=1e-4, schedule="warm")
+        TrainSettings(steps=1, batch_size=1, schedule="warm")
     with pytest.raises(ValueError, match="positive"):
-        TrainSettings(steps=0, batch_size=1, lr=1e-4)
+        TrainSettings(steps=0, batch_size=1)
+    with pytest.raises(ValueError, match="patience"):
+        TrainSettings(steps=1, batch_size=1, patience=-1)
 
 
 def test_checkpoint_is_weights_only_and_checked(tmp_path):
     method = make("srcnn")
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, method, 3, torch.Generator(), {"config": {"method": "srcnn", "seed": 0}})
+    save_checkpoint(path, {"method": "srcnn", "step": 3, "method_state": method.training_state()})
     state = torch.load(path, weights_only=True)
     assert state["step"] == 3 and state["method"] == "srcnn"
     with pytest.raises(CheckpointError, match="for method 'srcnn', not 'srgan'"):
         load_checkpoint(path, method_name="srgan")
     state["format"] = 99
     torch.save(state, path)
-    with pytest.raises(CheckpointError, match="newer"):
+    with pytest.raises(CheckpointError, match="format 99"):
         load_checkpoint(path)
     path.write_bytes(b"not a zip")
     with pytest.raises(CheckpointError, match="unreadable checkpoint"):

@@ -20,7 +20,9 @@ from sr_lib.data.folders import (
     write_manifest,
 )
 from sr_lib.data.phantom import phantom_dataset, phantom_grid, simulate_subject, subject_tissues
-from sr_lib.data.slices import PairedPatchSampler, SliceDataset, UnpairedPatchSampler, iter_slices, slice_indices
+from sr_lib.data.slices import (
+    PairedPatchSampler, SliceDataset, UnpairedPatchSampler, iter_slices, make_sampler, slice_indices,
+)
 from sr_lib.data.splits import Split, split_for_profile, split_subjects
 from sr_lib.profiles import Profile
 
@@ -29,7 +31,7 @@ DATASETS: tuple[str, ...] = ("phantom", "ixi", "folder")
 __all__ = [
     "CONTRASTS", "DATASETS", "Dataset", "PairedPatchSampler", "Record", "SliceDataset", "Split",
     "UnpairedPatchSampler", "canonical_contrast", "folder_dataset", "iter_slices", "ixi_dataset",
-    "load_dataset", "phantom_dataset", "phantom_grid", "read_manifest", "simulate_subject",
+    "load_dataset", "make_sampler", "phantom_dataset", "phantom_grid", "read_manifest", "simulate_subject",
     "slice_indices", "split_for_profile", "split_subjects", "subject_tissues", "write_manifest",
 ]
 

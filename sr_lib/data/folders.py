@@ -3,6 +3,10 @@
 A dataset is a table of (subject, contrast, path) records; every source (the phantom once it
 is cached, IXI, a user's folder) ends up as one. Contrast names are canonical upper case:
 "T1", "T2", "PD" (DESIGN.md, "Concepts").
+
+Subject ids become file and folder names downstream (predictions, run folders), so every id
+from a file name or a manifest must pass `check_subject_id`; manifest paths must lie inside
+the manifest's folder. Every problem is one line naming the file (and the manifest row).
 """
 
 from __future__ import annotations
@@ -29,6 +33,20 @@ MANIFEST_COLUMNS: tuple[str, ...] = ("subject", "contrast", "path")
 _IXI_NAME = re.compile(r"^(?P<subject>IXI\d+-[A-Za-z]+-\d+)-(?P<contrast>T1|T2|PD)\.nii(\.gz)?$")
 # sub-01_T1w.nii.gz, scan-PD.nii: a contrast token at the end of the name, after "_" or "-"
 _CONTRAST_SUFFIX = re.compile(r"^(?P<subject>.+?)[_-](?P<contrast>T1w?|T2w?|PDw?)$", re.IGNORECASE)
+
+
+_SAFE_SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_subject_id(subject: str) -> str:
+    """Return `subject` if it is safe as a file name: a letter or digit, then letters, digits,
+    ".", "_" or "-" (at most 128), and no ".."; else a one-line `ValueError` saying why."""
+    if not isinstance(subject, str) or not _SAFE_SUBJECT.match(subject) or ".." in subject:
+        raise ValueError(
+            f"unsafe subject id {subject!r}: use letters, digits, '.', '_' or '-', starting with a letter "
+            f"or digit, without '..' (at most 128 characters)"
+        )
+    return subject
 
 
 def _token(name: str) -> str:
@@ -176,7 +194,7 @@ def _nifti_files(root: Path) -> list[Path]:
     return sorted(
         p
         for p in root.rglob("*.nii*")
-        if p.is_file() and p.name.endswith((".nii", ".nii.gz")) and not p.name.startswith(".")
+        if p.name.endswith((".nii", ".nii.gz")) and not p.name.startswith(".") and p.is_file()
     )
 
 
@@ -216,7 +234,12 @@ def folder_dataset(root: str | os.PathLike, manifest: str | os.PathLike | None =
     records = []
     for path in files:
         if _CONTRAST_SUFFIX.match(nifti_stem(path)):
-            records.append(Record(*parse_name(path), path))
+            subject, contrast = parse_name(path)
+            try:
+                check_subject_id(subject)
+            except ValueError as err:
+                raise VolumeError(f"{path}: {err}; rename the file or give a manifest") from None
+            records.append(Record(subject, contrast, path))
     if not records:
         raise ValueError(
             f"{root}: none of the {len(files)} NIfTI files ends with a contrast token "
@@ -228,35 +251,51 @@ def folder_dataset(root: str | os.PathLike, manifest: str | os.PathLike | None =
 def read_manifest(path: str | os.PathLike) -> list[Record]:
     """Records from a CSV with columns subject, contrast, path (relative to the CSV's folder).
 
-    Every problem raises `VolumeError` naming the manifest and, for a row, its line.
+    The file must be UTF-8 (a byte-order mark is fine); subject ids must pass
+    `check_subject_id`; every path, relative or absolute, must lie inside the manifest's
+    folder once ``..`` is resolved (a symlink placed inside it is the user's choice and is
+    followed). Every problem raises `VolumeError` naming the manifest and, for a row, its line.
     """
     path = Path(path)
     if not path.is_file():
         raise VolumeError(f"{path}: no such manifest file")
-    records = []
-    with path.open(newline="") as stream:
-        reader = csv.DictReader(stream)
-        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise VolumeError(
-                f"{path}: missing column(s) {', '.join(missing)}; a manifest needs {', '.join(MANIFEST_COLUMNS)}"
-            )
-        for row in reader:
-            where = f"{path} line {reader.line_num}"
-            values = {c: (row[c] or "").strip() for c in MANIFEST_COLUMNS}
-            if empty := [c for c in MANIFEST_COLUMNS if not values[c]]:
-                raise VolumeError(f"{where}: empty {', '.join(empty)}")
-            try:
-                contrast = canonical_contrast(values["contrast"])
-            except KeyError as err:
-                raise VolumeError(f"{where}: {err.args[0]}") from None
-            file = Path(values["path"])
-            file = file if file.is_absolute() else path.parent / file
-            if not file.is_file():
-                raise VolumeError(f"{where}: no such file {file}")
-            records.append(Record(values["subject"], contrast, file))
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as stream:
+            records = _manifest_records(path, csv.DictReader(stream))
+    except UnicodeDecodeError as err:
+        raise VolumeError(f"{path}: not UTF-8 text (byte {err.start}); save the manifest as UTF-8") from None
+    except csv.Error as err:
+        raise VolumeError(f"{path}: not a readable CSV ({err})") from None
     if not records:
         raise VolumeError(f"{path}: the manifest lists no files")
+    return records
+
+
+def _manifest_records(path: Path, reader: csv.DictReader) -> list[Record]:
+    """The rows of an open manifest, each checked (see `read_manifest`)."""
+    missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise VolumeError(
+            f"{path}: missing column(s) {', '.join(missing)}; a manifest needs {', '.join(MANIFEST_COLUMNS)}"
+        )
+    folder = Path(os.path.abspath(path.parent))
+    records = []
+    for row in reader:
+        where = f"{path} line {reader.line_num}"
+        values = {c: (row[c] or "").strip() for c in MANIFEST_COLUMNS}
+        if empty := [c for c in MANIFEST_COLUMNS if not values[c]]:
+            raise VolumeError(f"{where}: empty {', '.join(empty)}")
+        try:
+            subject = check_subject_id(values["subject"])
+            contrast = canonical_contrast(values["contrast"])
+        except (KeyError, ValueError) as err:
+            raise VolumeError(f"{where}: {err.args[0]}") from None
+        file = Path(os.path.normpath(folder / values["path"]))  # an absolute path replaces `folder`
+        if not file.is_relative_to(folder):
+            raise VolumeError(f"{where}: path {values['path']} is outside the manifest's folder {folder}")
+        if not file.is_file():
+            raise VolumeError(f"{where}: no such file {file}")
+        records.append(Record(subject, contrast, file))
     return records
 
 

@@ -11,6 +11,7 @@ patches on CPU and GPU.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -280,3 +281,23 @@ class UnpairedPatchSampler(_PatchSampler):
             "hr": self._crop(self.hr, hr_which, hr_corners, self.hr_patch),
             "mask": None if self.masks is None else self._crop(self.masks, lr_which, lr_corners, self.lr_patch),
         }
+
+
+def make_sampler(triples: Sequence[tuple], task: Any, profile: Any, device: torch.device | str = "cpu", *,
+                 pairing: str = "paired") -> PairedPatchSampler | UnpairedPatchSampler:
+    """A patch sampler over (lr, hr, mask) triples, shaped for a method's `task` and `profile`
+    (2D patches of `patch_size`, 3D of `patch_size_3d`), with the volumes on `device`.
+
+    `unpaired` data (LR and HR from disjoint subjects) gets independent LR and HR patches;
+    `paired` and `misaligned` data get patches cut from the same place of each pair."""
+    def tensors(arrays):
+        return [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device) for a in arrays]
+
+    masks = [m for _, _, m in triples]
+    sampler = UnpairedPatchSampler if pairing == "unpaired" else PairedPatchSampler
+    return sampler(
+        tensors(lr for lr, _, _ in triples), tensors(hr for _, hr, _ in triples),
+        factors=task.factors, patch_size=profile.patch_size if task.spatial_dims == 2 else profile.patch_size_3d,
+        spatial_dims=task.spatial_dims, axis=task.axis,
+        masks=None if any(m is None for m in masks) else tensors(masks),
+    )

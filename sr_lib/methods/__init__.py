@@ -1,52 +1,49 @@
-"""The method registry: a name -> how to build it, what it is, where it runs.
+"""The method registry: a name -> its class (which carries its options, support and summary).
 
 Adding a method = one file in this package + one line in `METHODS`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-from functools import partial
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sr_lib.methods.base import LearnedMethod, Method, Task
-from sr_lib.methods.classical import Interpolation
+from sr_lib.methods.base import (
+    ArrayMethod, FitContext, Method, MethodOptions, ModelError, NetMethod, Observation, Support, Task, TrainData,
+    TrainOptions, load_model, save_model,
+)
+from sr_lib.methods.classical import Bicubic, DegradedInput, Nearest, Tricubic
 from sr_lib.methods.srcnn import SRCNNMethod
 from sr_lib.methods.srresnet import SRGANMethod, SRResNetMethod
 from sr_lib.profiles import Profile, get_profile
 
-
-@dataclasses.dataclass(frozen=True)
-class MethodSpec:
-    factory: Callable[..., Method]
-    summary: str
-    dims: tuple[int, ...]  # 2 = slice-wise, 3 = volumetric
-    learned: bool
-
-
-METHODS: dict[str, MethodSpec] = {
-    "nearest": MethodSpec(partial(Interpolation, kind="nearest"), "nearest-neighbour upsampling", (2, 3), False),
-    "bicubic": MethodSpec(partial(Interpolation, kind="bicubic"), "bicubic in-plane interpolation (the 2D papers' baseline)", (2,), False),
-    "tricubic": MethodSpec(partial(Interpolation, kind="tricubic"), "separable cubic on all three axes (UDEAN's baseline)", (3,), False),
-    "srcnn": MethodSpec(SRCNNMethod, "SRCNN 9-5-5 on the interpolated input, MSE (Dong et al. 2016)", (2, 3), True),
-    "srresnet": MethodSpec(SRResNetMethod, "SRResNet: residual blocks + pixel shuffle, L1 or MSE (Ledig et al. 2017)", (2,), True),
-    "srgan": MethodSpec(SRGANMethod, "SRGAN: SRResNet + discriminator, pixel + feature + adversarial loss (Ledig et al. 2017)", (2,), True),
+METHODS: dict[str, type[Method]] = {
+    cls.name: cls for cls in (DegradedInput, Nearest, Bicubic, Tricubic, SRCNNMethod, SRResNetMethod, SRGANMethod)
 }
 
 
-def method_spec(name: str) -> MethodSpec:
+def method_class(name: str) -> type[Method]:
     try:
         return METHODS[name]
     except KeyError:
         raise KeyError(f"unknown method {name!r}; choose one of {sorted(METHODS)}") from None
 
 
-def build(name: str, *, factors: tuple[int, ...], profile: str | Profile, **options: Any) -> Method:
+def resolve_options(name: str, profile: str | Profile, options: Mapping[str, Any] | None = None) -> MethodOptions:
+    """The method's options: paper defaults, then the profile's values, then `options`."""
+    return method_class(name).Options.resolve(get_profile(profile), options)
+
+
+def build(name: str, *, factors: Sequence[int], profile: str | Profile, dims: int | None = None, **options: Any) -> Method:
     """Build method `name` for a scenario with per-axis grid `factors` (HR / LR voxel counts)."""
-    spec = method_spec(name)
-    task = Task.for_scenario(tuple(factors), spec.dims)
-    return spec.factory(task, get_profile(profile), **options)
+    cls = method_class(name)
+    profile = get_profile(profile)
+    task = Task.for_scenario(tuple(factors), cls.support.dims, dims)
+    return cls(task, cls.Options.resolve(profile, options), profile)
 
 
-__all__ = ["METHODS", "MethodSpec", "Method", "LearnedMethod", "Task", "build", "method_spec"]
+__all__ = [
+    "METHODS", "ArrayMethod", "FitContext", "Method", "MethodOptions", "ModelError", "NetMethod", "Observation",
+    "Support", "Task", "TrainData", "TrainOptions", "build", "load_model", "method_class", "resolve_options",
+    "save_model",
+]

@@ -1,0 +1,137 @@
+"""Run folders on disk: what is in one, reading it back safely, and a lock so two processes
+never train into the same folder.
+
+A run folder holds `config.json` (what was asked), `status.json` (done / failed /
+not applicable, the run's identity, timings, where training stopped), `log.csv`,
+`metrics.csv` (per test subject and region), `model/` (the trained state, checked against
+the identity when loaded), `checkpoint.pt` while training, and `predictions/*.nii.gz`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import filelock
+import pandas as pd
+
+from sr_lib.experiment import RunConfig
+
+CONFIG_NAME = "config.json"
+STATUS_NAME = "status.json"
+METRICS_NAME = "metrics.csv"
+LOG_NAME = "log.csv"
+MODEL_DIR = "model"
+PREDICTIONS = "predictions"
+
+
+class RunFolderError(ValueError):
+    """A run folder that cannot be used; the message names the file and the problem."""
+
+
+class RunLocked(RuntimeError):
+    """Another process holds the run folder's lock."""
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; a missing, empty, non-UTF-8 or invalid file is a one-line error naming it."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunFolderError(f"{path}: missing") from None
+    except UnicodeDecodeError:
+        raise RunFolderError(f"{path}: not UTF-8 text") from None
+    if not text.strip():
+        raise RunFolderError(f"{path}: empty file")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RunFolderError(f"{path}: invalid JSON ({err.msg}, line {err.lineno})") from None
+
+
+def read_config(folder: Path) -> RunConfig:
+    path = Path(folder) / CONFIG_NAME
+    return RunConfig.from_dict(read_json(path), source=str(path))
+
+
+def read_status(folder: Path) -> dict[str, Any] | None:
+    """The status, or None when the run never finished; an unreadable status is an error."""
+    path = Path(folder) / STATUS_NAME
+    if not path.exists():
+        return None
+    status = read_json(path)
+    if not isinstance(status, dict) or "status" not in status:
+        raise RunFolderError(f"{path}: not a run status (no 'status' field)")
+    return status
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise RunFolderError(f"{path}: unreadable CSV ({(str(err).splitlines() or [''])[0]})") from None
+
+
+@contextmanager
+def run_lock(folder: Path, *, wait: float = 0.0) -> Iterator[None]:
+    """Hold the lock of run `folder` (a file beside it, so clearing the folder keeps the lock).
+    The operating system releases it when the process dies, so a crash leaves no stale lock."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(folder.parent / f".{folder.name}.lock"))
+    try:
+        lock.acquire(timeout=wait)
+    except filelock.Timeout:
+        raise RunLocked(f"{folder}: another process is training this run; wait for it to finish") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@dataclasses.dataclass
+class RunResult:
+    config: RunConfig
+    folder: Path
+    status: str  # "done", "failed", "n/a" or "unfinished"
+    metrics: pd.DataFrame  # per test subject and region
+    log: pd.DataFrame
+    info: dict[str, Any]
+
+    @property
+    def error(self) -> str | None:
+        return self.info.get("error")
+
+    def scores(self, region: str = "brain") -> pd.DataFrame:
+        """Per-subject metrics of one region ('brain' or 'volume')."""
+        if self.metrics.empty:
+            return self.metrics
+        return self.metrics[self.metrics["region"] == region].reset_index(drop=True)
+
+
+def load_run(folder: str | os.PathLike) -> RunResult:
+    """Read a run folder back; a damaged file is a one-line error naming it."""
+    folder = Path(folder)
+    config = read_config(folder)
+    info = read_status(folder) or {"status": "unfinished"}
+    return RunResult(config, folder, info.get("status", "unfinished"), read_csv(folder / METRICS_NAME),
+                     read_csv(folder / LOG_NAME), info)
+
+
+def find_runs(root: str | os.PathLike) -> list[RunResult]:
+    """Every readable run folder under `root`, sorted; unreadable ones are skipped with a warning."""
+    runs = []
+    for path in sorted(Path(root).glob(f"**/{CONFIG_NAME}")):
+        try:
+            runs.append(load_run(path.parent))
+        except (KeyError, ValueError, TypeError) as err:
+            warnings.warn(f"{path.parent}: skipped, not a readable run of this sr_lib ({err})", stacklevel=2)
+    return runs
