@@ -23,9 +23,8 @@ from tqdm.auto import tqdm
 
 from sr_lib.data import PairedPatchSampler
 from sr_lib.data.phantom import phantom_grid
-from sr_lib.degrade import get_scenario
 from sr_lib.experiment import RunConfig
-from sr_lib.methods import METHODS, NetMethod, build
+from sr_lib.methods import METHODS, NetMethod
 from sr_lib.profiles import get_profile
 from sr_lib.train import Runtime, pick_device, seed_everything
 
@@ -60,8 +59,7 @@ def benchmark(
     seconds per 512 x 512 slice through `apply_method` on a slab of `apply_slices` (0: skip)."""
     prof = get_profile(profile)
     dev = pick_device(device)
-    scen = get_scenario(scenario, scale=scale)
-    factors = tuple(scen.factors) if scen.grid == "small" else (1, 1, 1)
+    factors = RunConfig(method="input", scenario=scenario, scale=scale, profile=prof.name).resolve().factors
     shape, _ = phantom_grid(prof)
     lr_shape = tuple(n // f for n, f in zip(shape, factors))
     rng = np.random.default_rng(0)
@@ -69,11 +67,11 @@ def benchmark(
     rows = []
     for name in tqdm(list(methods or METHODS), desc="bench", unit="method"):
         seed_everything(0)
-        reason = METHODS[name].support.reason_not(grid=scen.grid, factors=scen.factors, pairing="paired", holes=False)
+        experiment = RunConfig(method=name, scenario=scenario, scale=scale, profile=prof.name).resolve()
         try:
-            if reason:
-                raise ValueError(f"not applicable: {reason}")
-            method = build(name, factors=factors, profile=prof)
+            if experiment.unsupported:
+                raise ValueError(f"not applicable: {experiment.unsupported}")
+            method = experiment.build_method()
         except ValueError as err:
             rows.append({"method": name, "device": str(dev), "note": str(err)})
             continue
@@ -143,7 +141,7 @@ def _apply_child(method_name: str, shape_text: str, profile: str, scenario: str,
     from sr_lib.io import load_volume, save_volume
 
     shape = tuple(int(n) for n in shape_text.split("x"))
-    method = build(method_name, factors=RunConfig(method=method_name, scenario=scenario, scale=scale, profile=profile).resolve().factors, profile=get_profile(profile))
+    method = RunConfig(method=method_name, scenario=scenario, scale=scale, profile=profile).resolve().build_method()
     with tempfile.TemporaryDirectory() as folder:
         source = Path(folder) / "scan.nii"
         nib.save(nib.Nifti1Image(synthetic_scan(shape), np.diag([0.5, 0.5, 3.0, 1.0])), source)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from sr_lib.apply import find_inputs
 from sr_lib.data.folders import parse_name
-from sr_lib.io import VolumeError, load_volume, validate_volume, voxel_sizes
+from sr_lib.io import VolumeError, load_volume, odd_voxel_sizes, validate_volume, voxel_size_text
 
 COLUMNS = ["path", "subject", "contrast", "shape", "voxel_size_mm", "orientation", "problem", "warning"]
 SHARED_GRID = ("T2", "PD")  # acquired together (dual echo): must share a grid
@@ -50,7 +50,7 @@ def check_file(path: Path) -> dict[str, object]:
         row["problem"] = "; ".join(problems)
         return row
     row["shape"] = "x".join(map(str, volume.shape))
-    row["voxel_size_mm"] = "x".join(f"{v:.3g}" for v in voxel_sizes(volume.affine))
+    row["voxel_size_mm"] = voxel_size_text(volume.affine)
     volume_problems = validate_volume(volume)
     if not any("affine" in p for p in volume_problems):
         row["orientation"] = "".join(nib.aff2axcodes(volume.affine))
@@ -95,10 +95,5 @@ def _warn_odd_grids(table: pd.DataFrame) -> None:
     is named in `warning` (a folder dataset trains on all of them as if alike)."""
     readable = table[(table["contrast"] != "") & (table["voxel_size_mm"] != "")]
     for contrast, group in readable.groupby("contrast"):
-        counts = group["voxel_size_mm"].value_counts()
-        if len(counts) < 2:
-            continue
-        common = counts.index[0]
-        for index in group.index[group["voxel_size_mm"] != common]:
-            _add(table, index, "warning", f"voxel size {table.loc[index, 'voxel_size_mm']} mm differs from the other "
-                                          f"{contrast} files ({counts.iloc[0]} of {len(group)} are {common} mm)")
+        for index, why in odd_voxel_sizes(group["voxel_size_mm"].to_dict(), f"{contrast} files").items():
+            _add(table, index, "warning", why)

@@ -82,6 +82,25 @@ def voxel_sizes(affine: np.ndarray) -> np.ndarray:
     return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
 
 
+def voxel_size_text(affine: np.ndarray) -> str:
+    """Voxel sizes as `check` prints them and compares them: '0.9x0.9x3' (3 significant digits)."""
+    return "x".join(f"{v:.3g}" for v in voxel_sizes(affine))
+
+
+def odd_voxel_sizes(sizes: dict[str, str], what: str) -> dict[str, str]:
+    """Name -> why, for each entry of `sizes` (name -> `voxel_size_text`) whose voxel size
+    differs from the most common one among `what` (e.g. "T2 files"). `check` warns with it,
+    and so does training on a folder: the workbench treats all subjects as alike."""
+    counts: dict[str, int] = {}
+    for size in sizes.values():
+        counts[size] = counts.get(size, 0) + 1
+    if len(counts) < 2:
+        return {}
+    common = max(counts, key=counts.get)
+    return {name: f"voxel size {size} mm differs from the other {what} ({counts[common]} of {len(sizes)} are {common} mm)"
+            for name, size in sizes.items() if size != common}
+
+
 def resampled_affine(affine: np.ndarray, factors) -> np.ndarray:
     """Affine of a grid whose voxel ``i`` lies at old voxel ``f * i + (f - 1) / 2`` per axis.
 

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,11 @@ import numpy as np
 
 from sr_lib.atomic import atomic_path, write_json
 from sr_lib.data import Dataset, Split, load_dataset, split_subjects
+from sr_lib.data.folders import read_header
 from sr_lib.data.phantom import FORMAT_VERSION as PHANTOM_FORMAT
 from sr_lib.degrade import degrade_volume, get_scenario, make_training_pairs
 from sr_lib.experiment import RunConfig
-from sr_lib.io import Intensity, Volume, VolumeError
+from sr_lib.io import Intensity, Volume, VolumeError, odd_voxel_sizes, voxel_size_text
 from sr_lib.methods import TrainData
 from sr_lib.paths import cache_dir
 from sr_lib.profiles import get_profile
@@ -128,6 +130,8 @@ def _build(spec: DataSpec, fingerprint: str) -> ExperimentData:
     split = split_subjects(dataset.subjects(), n_val=prof.n_val, n_test=prof.n_test, seed=spec.data_seed)
     scenario = get_scenario(spec.scenario, scale=spec.scale)
 
+    _warn_odd_voxel_sizes(dataset, split.train + split.val + split.test, spec.contrast)
+
     def hr(subject: str) -> Volume:
         return dataset.load(subject, spec.contrast, normalised=True)
 
@@ -150,6 +154,15 @@ def _build(spec: DataSpec, fingerprint: str) -> ExperimentData:
             raise VolumeError(f"{volume.path}: {err}") from None
         test.append(TestCase(volume, lr, mask, params))
     return ExperimentData(split, TrainData(train, val, spec.pairing), test, fingerprint)
+
+
+def _warn_odd_voxel_sizes(dataset: Dataset, subjects: list[str], contrast: str) -> None:
+    """Warn (one line per file) where a subject's voxel size differs from the others': the
+    nets train on voxels, so mixed sizes mix scales. Reads headers only."""
+    sizes = {str(dataset.path(s, contrast)): voxel_size_text(read_header(dataset.path(s, contrast)).get_best_affine())
+             for s in subjects}
+    for path, why in odd_voxel_sizes(sizes, f"{contrast} subjects").items():
+        warnings.warn(f"{path}: {why}; training treats them as alike", stacklevel=3)
 
 
 # ----------------------------------------------------------------------------- the disk cache

@@ -49,7 +49,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "quick": Profile(
         name="quick", voxel_size_mm=2.0, n_subjects=12, n_val=1, n_test=4,
-        patch_size=32, patch_size_3d=16, batch_size=16, steps=1000, patience=3, val_every=100,
+        patch_size=32, patch_size_3d=16, batch_size=16, steps=600, patience=3, val_every=100,
         checkpoint_every=200, lr=3e-4, features=32, num_blocks=4, feature_net_steps=300,
         infer_batch=32, infer_patch_3d=32,
     ),

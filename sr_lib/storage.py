@@ -10,7 +10,6 @@ the identity when loaded), `checkpoint.pt` while training, and `predictions/*.ni
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import warnings
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import Any
 import filelock
 import pandas as pd
 
+from sr_lib import atomic
 from sr_lib.experiment import RunConfig
 
 CONFIG_NAME = "config.json"
@@ -39,20 +39,12 @@ class RunLocked(RuntimeError):
     """Another process holds the run folder's lock."""
 
 
-def read_json(path: Path) -> Any:
-    """Parse a JSON file; a missing, empty, non-UTF-8 or invalid file is a one-line error naming it."""
+def read_json(path: Path) -> dict[str, Any]:
+    """`atomic.read_json`, raising `RunFolderError` (still one line naming the file)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RunFolderError(f"{path}: missing") from None
-    except UnicodeDecodeError:
-        raise RunFolderError(f"{path}: not UTF-8 text") from None
-    if not text.strip():
-        raise RunFolderError(f"{path}: empty file")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise RunFolderError(f"{path}: invalid JSON ({err.msg}, line {err.lineno})") from None
+        return atomic.read_json(path)
+    except ValueError as err:
+        raise RunFolderError(str(err)) from None
 
 
 def read_config(folder: Path) -> RunConfig:
@@ -66,7 +58,7 @@ def read_status(folder: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     status = read_json(path)
-    if not isinstance(status, dict) or "status" not in status:
+    if "status" not in status:
         raise RunFolderError(f"{path}: not a run status (no 'status' field)")
     return status
 

