@@ -15,6 +15,7 @@ import pandas as pd
 from sr_lib.degrade import scenario_scales
 from sr_lib.experiment import RunConfig
 from sr_lib.papers import cite
+from sr_lib.methods import method_class
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +48,8 @@ class Study:
 
     def configs(self, *, profile: str, dataset: str = "phantom", root: str | None = None, scale: int = 2,
                 seeds: int | None = None) -> list[RunConfig]:
-        """Every run of the study; a fixed-scale scenario (k-space) runs at its own scale."""
+        """Every run of the study; a fixed-scale scenario (k-space) runs at its own scale. A
+        method that learns nothing (input, interpolation) runs once: its seeds would agree."""
         configs = []
         for scenario in self.scenarios:
             scales = scenario_scales(scenario)
@@ -55,7 +57,8 @@ class Study:
             for contrast in self.contrasts:
                 for pairing in self.pairings:
                     for method in self.methods:
-                        for seed in range(seeds or self.seeds):
+                        n_seeds = (seeds or self.seeds) if method_class(method).learned else 1
+                        for seed in range(n_seeds):
                             configs.append(RunConfig(method=method, scenario=scenario, contrast=contrast,
                                                      scale=own_scale, pairing=pairing, profile=profile, seed=seed,
                                                      dataset=dataset, root=root, dims=self.dims))
