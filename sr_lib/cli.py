@@ -128,11 +128,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                        pairing=args.pairing, profile=args.profile, seed=args.seed, dataset=args.dataset,
                        root=args.root, dims=args.dims, options=parse_options(args.option))
     result = run_experiment(config, args.out, force=args.force)
-    if result.status != "done":
-        print(f"sr-lib: run failed: {result.error} (see {result.folder}/status.json)", file=sys.stderr)
-        return 1
     if result.status == "n/a":
         print(f"sr-lib: {args.method} does not apply here: {result.error}", file=sys.stderr)
+        return 1
+    if result.status != "done":
+        print(f"sr-lib: run failed: {result.error} (see {result.folder}/status.json)", file=sys.stderr)
         return 1
     means = result.scores("brain")[["psnr", "ssim"]].agg(["mean", "std"])
     print(f"{result.folder}\n  brain: PSNR {means.loc['mean', 'psnr']:.2f} ± {means.loc['std', 'psnr']:.2f} dB, "

@@ -160,8 +160,10 @@ def run_report(
             name = f"{study.name}_{config.scenario}_{config.contrast}_{config.method}.ipynb"
             outcomes.append(run_notebook("10_train", executed / "10_train" / name, params))
     tidy = []
+    compute_seconds = 0.0
     for study in chosen:  # tables and figures are written here, in-process; 80 and 90 show them
         runs = study_runs(study, runs_root, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds)
+        compute_seconds += sum(float(r.info.get("seconds") or 0.0) for r in runs)
         write_study_report(study, runs, out)
         study_figures(study, runs, out / "figures")
         tidy.append(tidy_metrics(runs, study=study.name))
@@ -170,7 +172,8 @@ def run_report(
               "scale": scale, "seeds": seeds or 0, "reports_root": str(out), "write": False}
     outcomes += [run_notebook("80_comparison_tables", executed / "80_comparison_tables.ipynb", params),
                  run_notebook("90_difference_maps", executed / "90_difference_maps.ipynb", params)]
-    return write_index(out, outcomes, planned, failed_runs, profile=profile, dataset=dataset, runs_seconds=runs_seconds)
+    return write_index(out, outcomes, planned, failed_runs, profile=profile, dataset=dataset, runs_seconds=runs_seconds,
+                       compute_seconds=compute_seconds)
 
 
 def machine_description() -> str:
@@ -187,8 +190,10 @@ def git_commit() -> str:
 
 
 def write_index(out: Path, outcomes: Sequence[NotebookOutcome], planned: Sequence[PlannedRun], failed_runs: Sequence[str],
-                *, profile: str, dataset: str, runs_seconds: float) -> Path:
-    """`reports/index.md`: what made the report, the studies, then links to every table, figure and notebook."""
+                *, profile: str, dataset: str, runs_seconds: float, compute_seconds: float = 0.0) -> Path:
+    """`reports/index.md`: what made the report, the studies, then links to every table, figure and notebook.
+    `runs_seconds` is this invocation's time on runs; `compute_seconds` what the shown runs took
+    when they were made (reused runs included), from their `status.json`."""
     def link(path: Path) -> str:
         rel = path.relative_to(out).as_posix()
         return f"[{rel}]({rel})"
@@ -201,7 +206,8 @@ def write_index(out: Path, outcomes: Sequence[NotebookOutcome], planned: Sequenc
         f"- machine: {machine_description()}",
         f"- runs: {len(planned)} ({counts.get('train', 0)} trained, {counts.get('reuse', 0)} reused, "
         f"{counts.get('n/a', 0)} not applicable) in {runs_seconds / 60:.1f} min; "
-        f"notebooks {sum(o.seconds for o in outcomes) / 60:.1f} min", "",
+        f"notebooks {sum(o.seconds for o in outcomes) / 60:.1f} min",
+        f"- the runs shown took {compute_seconds / 60:.1f} min to train and test when they were made", "",
         "## Tables", "",
     ]
     lines += [f"- {link(p)}" for p in sorted((out / "tables").glob("*.md"))]

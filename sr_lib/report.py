@@ -20,7 +20,7 @@ from sr_lib.metrics import foreground_mask
 from sr_lib.figures import difference_figure, save_figure
 from sr_lib.runs import RunResult, example_case, load_run, run_folder
 from sr_lib.studies import Study
-from sr_lib.tables import write_study_tables, write_summary
+from sr_lib.tables import TRAINING_COLUMNS, write_study_tables, write_summary
 
 LABELS = ["study", "scenario", "contrast", "scale", "pairing", "method", "profile", "seed"]
 COLUMNS = LABELS + ["subject", "region", "status", "error", "psnr", "ssim", "mse"]
@@ -35,13 +35,31 @@ def tidy_metrics(runs: Sequence[RunResult], *, study: str) -> pd.DataFrame:
                   "pairing": c.pairing, "method": c.method, "profile": c.profile, "seed": c.seed,
                   "status": run.status if run.status in ("done", "n/a") else "failed", "error": run.error or ""}
         if run.status == "done" and not run.metrics.empty:
-            frames.append(run.metrics.assign(**labels))
+            frames.append(run.metrics.assign(**labels, **training_facts(run)))
         else:
             frames.append(pd.DataFrame({"subject": [np.nan] * len(REGIONS), "region": list(REGIONS)}).assign(**labels))
     if not frames:
         return pd.DataFrame(columns=COLUMNS)
     tidy = pd.concat(frames, ignore_index=True)
     return tidy.reindex(columns=COLUMNS + [c for c in tidy.columns if c not in COLUMNS])
+
+
+def training_facts(run: RunResult) -> dict[str, float]:
+    """Where a learned run's training stopped (`tables.TRAINING_COLUMNS`); NaN for a method
+    that learns nothing. `val_gain_tail`: validation PSNR at the last validation minus the
+    one nearest 80% of the steps done."""
+    facts = dict.fromkeys(TRAINING_COLUMNS, np.nan)
+    steps = run.info.get("steps_done")
+    if steps is None or run.log.empty or "val_psnr" not in run.log.columns:
+        return facts
+    val = run.log.dropna(subset=["val_psnr"])
+    facts.update(steps_done=float(steps), steps_cap=float(run.info.get("method", {}).get("steps", steps)),
+                 best_step=float(run.info.get("best_step") or steps), stopped_early=float(bool(run.info.get("stopped_early"))))
+    if len(val):
+        facts["val_psnr_best"] = float(val["val_psnr"].max())
+        earlier = val.iloc[(val["step"] - 0.8 * float(steps)).abs().argmin()]
+        facts["val_gain_tail"] = float(val["val_psnr"].iloc[-1] - earlier["val_psnr"])
+    return facts
 
 
 def write_study_report(study: Study, runs: Sequence[RunResult], reports_root: str | os.PathLike) -> list[Path]:

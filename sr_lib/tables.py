@@ -458,6 +458,40 @@ def _style(methods: list[str], columns: dict, bolded: set, bold: str) -> pd.Data
     return table
 
 
+# ----------------------------------------------------------------------------- training
+
+
+#: Optional per-run columns of a tidy frame (see `report.training_facts`), for `training_table`.
+TRAINING_COLUMNS = ["steps_done", "steps_cap", "best_step", "stopped_early", "val_psnr_best", "val_gain_tail"]
+
+
+def training_table(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Where each learned method's training stopped, per setting: one row per (setting, method).
+
+    Columns: ``seeds``, ``steps (cap)`` (mean steps done over seeds, and the cap),
+    ``stopped early`` (seeds that early stopping ended before the cap), ``best step`` (mean
+    step of the best validation PSNR, whose weights were kept), ``val PSNR`` (mean best
+    validation PSNR, dB) and ``Δval last 20%`` (mean gain in validation PSNR over the last
+    fifth of the steps done, dB): near 0 means a plateau, clearly positive means training
+    was still improving when the cap ended it. Empty when no run has these columns."""
+    tidy = check_tidy(tidy)
+    if "steps_done" not in tidy.columns:
+        return pd.DataFrame()
+    runs = tidy[(tidy["status"] == "done") & tidy["steps_done"].notna()].drop_duplicates(SETTING + ["method", "seed"])
+    rows = []
+    for key, group in _groups(runs, SETTING + ["method"]):
+        key = dict(zip(SETTING + ["method"], key))
+        rows.append({
+            "setting": _setting_label(key, []), "method": key["method"], "seeds": len(group),
+            "steps (cap)": f"{group['steps_done'].mean():.0f} ({group['steps_cap'].max():.0f})",
+            "stopped early": f"{int(group['stopped_early'].astype(bool).sum())} of {len(group)}",
+            "best step": f"{group['best_step'].mean():.0f}",
+            "val PSNR": f"{group['val_psnr_best'].mean():.2f}",
+            "Δval last 20%": f"{group['val_gain_tail'].mean():+.2f}",
+        })
+    return pd.DataFrame(rows)
+
+
 # ----------------------------------------------------------------------------- writing
 
 
@@ -481,6 +515,11 @@ def _notes(tidy: pd.DataFrame, papers: pd.DataFrame, n_boot: int, convention: st
         "replicates that resample subjects and seeds with replacement, independently. An interval "
         "that excludes 0 means the gap is larger than the subject and seed noise.",
     ]
+    if "steps_done" in tidy.columns and tidy["steps_done"].notna().any():
+        lines.append("- Training: each seed trains until validation PSNR (on the validation subject, never a test "
+                     "one) has not gained 0.01 dB for `patience` validations, or to the step cap, and keeps the "
+                     "weights of its best validation. Δval last 20%: the validation PSNR gained over the last fifth "
+                     "of the steps done; clearly above 0 means the cap, not a plateau, ended training.")
     if "psnr_slices" in tidy.columns and convention == "volume":
         lines.append("- The 2D papers' per-slice convention (2D PSNR/SSIM per slice, averaged over slices "
                      "with anatomy) is in `summary.csv` (`psnr_slices_mean`, `ssim_slices_mean`) and "
@@ -567,6 +606,10 @@ def write_study_tables(
                          "mean ± subject std over test subjects")
         tex.append(table.to_latex(multicolumn=True, multicolumn_format="c", escape=False, caption=caption,
                                   label=f"tab:{re.sub(r'[^A-Za-z0-9]+', '-', study)}-{region}"))
+    training = training_table(sub)
+    if not training.empty:
+        md += ["## Training", "", "Where each learned method stopped (the definitions are in the notes).", "",
+               training.to_markdown(index=False, disable_numparse=True), ""]
     md.append(_notes(sub, papers, n_boot, convention))
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(study))
     paths = [out_dir / f"{stem}.md", out_dir / f"{stem}.csv", out_dir / f"{stem}.tex"]

@@ -88,3 +88,10 @@ def test_bench_reports_speed_per_method(tmp_path, capsys, monkeypatch):
     table = pd.read_csv(csv)
     assert list(table["method"]) == ["bicubic", "srcnn"]
     assert table["infer_s_per_volume"].gt(0).all() and table["train_ms_per_step"].notna().tolist() == [False, True]
+
+
+def test_train_of_a_method_that_does_not_apply_says_so(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SR_LIB_CACHE", str(tmp_path / "cache"))
+    code = main(["train", "--profile", "test", "--method", "input", "--scenario", "SR-B", "--out", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 1 and "input does not apply here" in err and "run failed" not in err

@@ -55,3 +55,20 @@ def test_report_with_a_failing_method_keeps_the_others_and_marks_it(tmp_path, mo
         raw = path.read_text()
         assert str(tmp_path) not in raw and "/work/" not in raw
         assert "widget-view" not in raw and "widgets" not in json.loads(raw)["metadata"]
+
+
+def test_training_facts_read_where_a_run_stopped(tmp_path):
+    from sr_lib.experiment import RunConfig
+    from sr_lib.report import training_facts
+    from sr_lib.storage import RunResult
+
+    log = pd.DataFrame({"step": [100, 200, 300, 400, 500], "val_psnr": [27.0, 28.0, 28.5, 28.6, 28.55]})
+    info = {"status": "done", "steps_done": 500, "best_step": 400, "stopped_early": True, "method": {"steps": 600}}
+    run = RunResult(RunConfig(method="srcnn"), tmp_path, "done", pd.DataFrame(), log, info)
+    facts = training_facts(run)
+    assert facts["steps_done"] == 500 and facts["steps_cap"] == 600 and facts["best_step"] == 400
+    assert facts["stopped_early"] == 1.0 and facts["val_psnr_best"] == 28.6
+    assert facts["val_gain_tail"] == pytest.approx(28.55 - 28.6)  # last validation minus the one at step 400
+    untrained = training_facts(RunResult(RunConfig(method="bicubic"), tmp_path, "done", pd.DataFrame(), pd.DataFrame(),
+                                         {"status": "done"}))
+    assert all(np.isnan(v) for v in untrained.values())

@@ -13,6 +13,7 @@ from sr_lib.tables import (
     comparison_table,
     paired_bootstrap,
     summary_table,
+    training_table,
     write_study_tables,
     write_summary,
 )
@@ -314,3 +315,26 @@ def test_comparison_table_per_slice_convention(tmp_path):
         comparison_table(synthetic(seeds=(0,)), convention="slices")
     md = write_study_tables(tidy, None, tmp_path, study="lyu2018", convention="slices", n_boot=50)[0].read_text()
     assert "per-slice convention" in md and "at least 1%" in md
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_training_table_by_hand(tmp_path):
+    """Per (setting, method): mean steps and best step over seeds, early stops counted, the
+    tail gain averaged; methods that learn nothing (NaN steps) have no row."""
+    facts = {0: dict(steps_done=600, best_step=600, stopped_early=0, val_psnr_best=29.0, val_gain_tail=0.30),
+             1: dict(steps_done=400, best_step=100, stopped_early=1, val_psnr_best=29.4, val_gain_tail=-0.10)}
+    frame = pd.DataFrame(
+        [{**r, **facts[r["seed"]], "steps_cap": 600} for r in rows("srcnn", {("A", 0): 30.0, ("B", 0): 31.0,
+                                                                             ("A", 1): 30.5, ("B", 1): 31.5})]
+        + [{**r, "steps_done": np.nan} for r in rows("bicubic", {("A", 0): 28.0, ("B", 0): 29.0})])
+    table = training_table(frame)
+    assert list(table["method"]) == ["srcnn"]
+    row = table.iloc[0]
+    assert row["seeds"] == 2 and row["steps (cap)"] == "500 (600)" and row["stopped early"] == "1 of 2"
+    assert row["best step"] == "350" and row["val PSNR"] == "29.20" and row["Δval last 20%"] == "+0.10"
+    assert training_table(pd.DataFrame(rows("bicubic", {("A", 0): 28.0}))).empty  # no training columns at all
+    write_study_tables(frame, None, tmp_path, study="lyu2018", n_boot=50)
+    text = (tmp_path / "lyu2018.md").read_text()
+    assert "## Training" in text and "500 (600)" in text and "Δval last 20%" in text
