@@ -295,7 +295,7 @@ def apply_run(run_dir: str | os.PathLike, inputs: Iterable[str | os.PathLike], o
     description = f"sr_lib {config.method} {config.scenario} x{config.scale} {config.profile}"
     outcomes = [ApplyOutcome(folder, None, f"{folder}: no NIfTI files found in {folder}") for folder in found.empty]
     _limit_threads()
-    with terminate_as_interrupt(), torch.inference_mode():
+    with terminate_as_interrupt():  # no inference_mode: a method may optimise at test time (nets use no_grad)
         for path in tqdm(found.paths, desc=f"apply {config.method}", unit="volume", disable=not progress):
             outcomes.append(apply_one(method, path, plan[path], description, slab=slab, progress=progress))
     return outcomes
