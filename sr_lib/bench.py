@@ -116,8 +116,7 @@ def apply_seconds_per_slice(method, slices: int, device: torch.device) -> float:
     from sr_lib.io import Volume
 
     volume = Volume(synthetic_scan((512, 512, slices)), np.diag([0.5, 0.5, 3.0, 1.0]), path=Path("bench.nii"))
-    with torch.inference_mode():
-        return _timed(lambda: apply_method(method, volume), 1, device) / slices
+    return _timed(lambda: apply_method(method, volume), 1, device) / slices
 
 
 def measure_apply(method: str = "srcnn", *, shape: tuple[int, int, int] = (512, 512, 300), profile: str = "test",
@@ -142,13 +141,14 @@ def _apply_child(method_name: str, shape_text: str, profile: str, scenario: str,
 
     shape = tuple(int(n) for n in shape_text.split("x"))
     method = RunConfig(method=method_name, scenario=scenario, scale=scale, profile=profile).resolve().build_method()
+    if isinstance(method, NetMethod):
+        method.to(Runtime())  # as `load_trained_method` does for `apply` (CPU, channels_last in 2D)
     with tempfile.TemporaryDirectory() as folder:
         source = Path(folder) / "scan.nii"
         nib.save(nib.Nifti1Image(synthetic_scan(shape), np.diag([0.5, 0.5, 3.0, 1.0])), source)
         baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         start = time.perf_counter()
-        with torch.inference_mode():
-            result = apply_method(method, load_volume(source))
+        result = apply_method(method, load_volume(source))
         predicted = time.perf_counter() - start
         save_volume(result, Path(folder) / "out.nii.gz")
         total = time.perf_counter() - start
