@@ -1,4 +1,4 @@
-"""Command line: `sr-lib report | train | apply | check | bench | methods | studies | scenarios`.
+"""Command line: `sr-lib report | train | apply | check | runs | bench | methods | studies | scenarios`.
 
 argparse lives here only; every command calls a library function. Errors print one line
 (`sr-lib: error: <file>: <problem>`) and exit 2; `--debug` shows the traceback instead.
@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from sr_lib import __version__
 from sr_lib.profiles import PROFILES
 
 
@@ -25,6 +26,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sr-lib", description="MRI super-resolution / inpainting workbench")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"sr-lib {__version__}")
     common = argparse.ArgumentParser(add_help=False)  # lets --debug follow the command too
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--scenario", default="SR-B")
     bench.add_argument("--device", default="auto", help="auto, cpu or cuda")
     bench.add_argument("--out", default=None, help="also write the table to this CSV")
+
+    runs = command("runs", help="list, show or clean run folders")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
+    listing = runs_sub.add_parser("list", help="one line per run folder: what it ran, its status, brain PSNR/SSIM")
+    listing.add_argument("root", nargs="?", default="runs", help="folder that holds run folders (default runs/)")
+    show = runs_sub.add_parser("show", help="a run's config, where training stopped, and its scores")
+    show.add_argument("run", help="a run folder")
+    clean = runs_sub.add_parser("clean", help="remove run folders that did not finish (interrupted or failed)")
+    clean.add_argument("root", nargs="?", default="runs", help="folder that holds run folders (default runs/)")
+    clean.add_argument("--yes", action="store_true", help="remove them (without it, only list what would go)")
 
     methods = command("methods", help="list the registered methods")
     methods.add_argument("-v", "--verbose", action="store_true", help="also show each method's options and defaults")
@@ -209,8 +221,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    import json
+
+    from sr_lib.storage import clean_runs, load_run, runs_table
+
+    if args.runs_command == "list":
+        table = runs_table(args.root)
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(table) else f"no run folders under {args.root}")
+        return 0
+    if args.runs_command == "show":
+        run = load_run(args.run)
+        print(json.dumps(run.config.to_dict(), indent=2, sort_keys=True))
+        facts = {k: run.info[k] for k in ("status", "steps_done", "best_step", "stopped_early", "seconds", "error")
+                 if k in run.info}
+        print(f"status: {run.status}" + "".join(f", {k} {v}" for k, v in facts.items() if k != "status"))
+        for region in ("brain", "volume"):
+            scores = run.scores(region)
+            if len(scores):
+                print(f"{region}: PSNR {scores['psnr'].mean():.2f} ± {scores['psnr'].std():.2f} dB, "
+                      f"SSIM {scores['ssim'].mean():.4f} over {len(scores)} test subjects")
+        return 0
+    folders = clean_runs(args.root, dry_run=not args.yes)
+    for folder in folders:
+        print(f"{'removed' if args.yes else 'would remove'} {folder}")
+    print(f"{len(folders)} unfinished run folder(s)" + ("" if args.yes or not folders else "; rerun with --yes to remove"))
+    return 0
+
+
 COMMANDS = {"methods": cmd_methods, "studies": cmd_studies, "scenarios": cmd_scenarios, "train": cmd_train, "report": cmd_report,
-            "apply": cmd_apply, "check": cmd_check, "bench": cmd_bench}
+            "apply": cmd_apply, "check": cmd_check, "bench": cmd_bench, "runs": cmd_runs}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -127,3 +128,49 @@ def find_runs(root: str | os.PathLike) -> list[RunResult]:
         except (KeyError, ValueError, TypeError) as err:
             warnings.warn(f"{path.parent}: skipped, not a readable run of this sr_lib ({err})", stacklevel=2)
     return runs
+
+
+# ----------------------------------------------------------------------------- listing and cleaning
+
+
+def runs_table(root: str | os.PathLike) -> pd.DataFrame:
+    """One row per run folder under `root`: where it is (relative to `root`), what it ran,
+    its status, where training stopped and its brain PSNR/SSIM (mean over test subjects)."""
+    root = Path(root)
+    rows = []
+    for run in find_runs(root):
+        brain = run.scores("brain")
+        c = run.config
+        rows.append({
+            "run": run.folder.relative_to(root).as_posix(), "method": c.method, "scenario": c.scenario,
+            "contrast": c.contrast, "profile": c.profile, "seed": c.seed, "status": run.status,
+            "steps": run.info.get("steps_done"),
+            "brain_psnr": float(brain["psnr"].mean()) if len(brain) else float("nan"),
+            "brain_ssim": float(brain["ssim"].mean()) if len(brain) else float("nan"),
+        })
+    return pd.DataFrame(rows, columns=["run", "method", "scenario", "contrast", "profile", "seed", "status", "steps",
+                                       "brain_psnr", "brain_ssim"])
+
+
+def clean_runs(root: str | os.PathLike, *, dry_run: bool = True) -> list[Path]:
+    """The run folders under `root` that did not finish (interrupted or failed), removed
+    unless `dry_run`. Finished and not-applicable runs are kept; a run that another process
+    holds (training now) is skipped. Only folders that hold a `config.json` are touched."""
+    root = Path(root)
+    chosen = []
+    for config in sorted(root.glob(f"**/{CONFIG_NAME}")):
+        folder = config.parent
+        try:
+            status = read_status(folder)
+        except RunFolderError:
+            status = None  # unreadable: as unfinished
+        if status is not None and status["status"] in ("done", "n/a"):
+            continue
+        try:
+            with run_lock(folder):
+                if not dry_run:
+                    shutil.rmtree(folder)
+        except RunLocked:
+            continue
+        chosen.append(folder)
+    return chosen

@@ -95,3 +95,42 @@ def test_train_of_a_method_that_does_not_apply_says_so(tmp_path, capsys, monkeyp
     code = main(["train", "--profile", "test", "--method", "input", "--scenario", "SR-B", "--out", str(tmp_path / "runs")])
     err = capsys.readouterr().err
     assert code == 1 and "input does not apply here" in err and "run failed" not in err
+
+
+def test_version_and_python_dash_m(capsys):
+    import subprocess
+    import sys
+
+    from sr_lib import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"sr-lib {__version__}"
+    done = subprocess.run([sys.executable, "-m", "sr_lib", "--version"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == f"sr-lib {__version__}"
+
+
+def test_runs_list_show_and_clean(bicubic_run, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "runs"
+    done = root / "SR-B" / bicubic_run.name
+    shutil.copytree(bicubic_run, done, ignore=shutil.ignore_patterns("predictions"))
+    interrupted = root / "SR-B" / "srcnn-test-seed0-0000000000"
+    interrupted.mkdir(parents=True)
+    (interrupted / "config.json").write_text('{"method": "srcnn", "scenario": "SR-B", "profile": "test"}')
+    (interrupted / "checkpoint.pt").write_bytes(b"half")
+
+    assert main(["runs", "list", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert f"SR-B/{bicubic_run.name}" in out and "unfinished" in out and "done" in out
+
+    assert main(["runs", "show", str(done)]) == 0
+    out = capsys.readouterr().out
+    assert '"method": "bicubic"' in out and "status: done" in out and "brain: PSNR" in out
+
+    assert main(["runs", "clean", str(root)]) == 0  # a dry run: lists, removes nothing
+    assert f"would remove {interrupted}" in capsys.readouterr().out and interrupted.exists()
+    assert main(["runs", "clean", str(root), "--yes"]) == 0
+    assert f"removed {interrupted}" in capsys.readouterr().out
+    assert not interrupted.exists() and (done / "status.json").exists()  # the finished run is kept
