@@ -1,4 +1,4 @@
-"""Command line: `sr-lib report | train | apply | check | runs | bench | methods | studies | scenarios`.
+"""Command line: `sr-lib report | tables | train | apply | check | runs | bench | methods | studies | scenarios`.
 
 argparse lives here only; every command calls a library function. Errors print one line
 (`sr-lib: error: <file>: <problem>`) and exit 2; `--debug` shows the traceback instead.
@@ -40,6 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--seeds", type=int, default=None, help="training seeds per run (default: each study's own)")
     report.add_argument("--dry-run", action="store_true", help="list which runs would train and which are reused, then stop")
     report.add_argument("--out", default=None, help="reports folder (default reports/)")
+
+    tables = command("tables", help="rebuild tables and figures from the runs already made (nothing trains)")
+    tables.add_argument("--profile", default="quick", choices=sorted(PROFILES))
+    tables.add_argument("--dataset", default="phantom", choices=["phantom", "ixi", "folder"])
+    tables.add_argument("--root", default=None, help="data folder for --dataset ixi/folder")
+    tables.add_argument("--scale", type=int, default=2)
+    tables.add_argument("--study", nargs="+", default=None, dest="studies", help="studies (default: all)")
+    tables.add_argument("--seeds", type=int, default=None, help="training seeds per run (default: each study's own)")
+    tables.add_argument("--out", default=None, help="reports folder (default reports/)")
 
     train = command("train", help="train and evaluate one method (one run folder)")
     _add_run_arguments(train)
@@ -166,6 +175,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tables(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sr_lib.paths import reports_dir
+    from sr_lib.pipeline import write_tables
+    from sr_lib.studies import get_studies
+
+    out = Path(args.out) if args.out else reports_dir()
+    write_tables(get_studies(args.studies), out, profile=args.profile, dataset=args.dataset, root=args.root,
+                 scale=args.scale, seeds=args.seeds)
+    print(f"tables and figures rebuilt under {out / 'tables'} and {out / 'figures'}")
+    return 0
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     """Apply a run to every input; one line per file, skipped files named; exit 1 if any failed
     or nothing was found, 130 when interrupted (the file being written is removed)."""
@@ -250,7 +273,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"methods": cmd_methods, "studies": cmd_studies, "scenarios": cmd_scenarios, "train": cmd_train, "report": cmd_report,
-            "apply": cmd_apply, "check": cmd_check, "bench": cmd_bench, "runs": cmd_runs}
+            "apply": cmd_apply, "check": cmd_check, "bench": cmd_bench, "runs": cmd_runs,
+            "tables": cmd_tables}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -159,15 +159,7 @@ def run_report(
                       "runs_root": str(runs_root)}
             name = f"{study.name}_{config.scenario}_{config.contrast}_{config.method}.ipynb"
             outcomes.append(run_notebook("10_train", executed / "10_train" / name, params))
-    tidy = []
-    compute_seconds = 0.0
-    for study in chosen:  # tables and figures are written here, in-process; 80 and 90 show them
-        runs = study_runs(study, runs_root, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds)
-        compute_seconds += sum(float(r.info.get("seconds") or 0.0) for r in runs)
-        write_study_report(study, runs, out)
-        study_figures(study, runs, out / "figures")
-        tidy.append(tidy_metrics(runs, study=study.name))
-    write_all_summaries(pd.concat(tidy, ignore_index=True), out)
+    compute_seconds = write_tables(chosen, out, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds)
     params = {"profile": profile, "studies": ",".join(s.name for s in chosen), "dataset": dataset, "root": root or "",
               "scale": scale, "seeds": seeds or 0, "reports_root": str(out), "write": False}
     outcomes += [run_notebook("80_comparison_tables", executed / "80_comparison_tables.ipynb", params),
@@ -187,6 +179,24 @@ def git_commit() -> str:
                               text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def write_tables(studies: Sequence[Study], out: Path, *, profile: str, dataset: str = "phantom", root: str | None = None,
+                 scale: int = 2, seeds: int | None = None) -> float:
+    """Each study's tables and figures and the summaries, from the runs already under
+    `out/runs/<profile>` (runs not made yet are left out; nothing trains). Returns the
+    seconds those runs took when they were made."""
+    runs_root = Path(out) / "runs" / profile
+    tidy = []
+    compute_seconds = 0.0
+    for study in studies:
+        runs = study_runs(study, runs_root, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds)
+        compute_seconds += sum(float(r.info.get("seconds") or 0.0) for r in runs)
+        write_study_report(study, runs, out)
+        study_figures(study, runs, Path(out) / "figures")
+        tidy.append(tidy_metrics(runs, study=study.name))
+    write_all_summaries(pd.concat(tidy, ignore_index=True), out)
+    return compute_seconds
 
 
 def write_index(out: Path, outcomes: Sequence[NotebookOutcome], planned: Sequence[PlannedRun], failed_runs: Sequence[str],

@@ -55,6 +55,14 @@ def test_report_with_a_failing_method_keeps_the_others_and_marks_it(tmp_path, mo
         raw = path.read_text()
         assert str(tmp_path) not in raw and "/work/" not in raw
         assert "widget-view" not in raw and "widgets" not in json.loads(raw)["metadata"]
+    # `sr-lib tables` rebuilds the same tables from the runs, training nothing
+    from sr_lib.cli import main
+
+    before = (out / "tables" / "tiny.md").read_text()
+    (out / "tables" / "tiny.md").unlink()
+    monkeypatch.setattr("sr_lib.runs.run_experiment", lambda *a, **k: pytest.fail("tables must not train"))
+    assert main(["tables", "--study", "tiny", "--profile", "test", "--out", str(out)]) == 0
+    assert (out / "tables" / "tiny.md").read_text() == before
 
 
 def test_training_facts_read_where_a_run_stopped(tmp_path):
