@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 

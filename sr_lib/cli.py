@@ -14,11 +14,21 @@ from sr_lib import __version__
 from sr_lib.profiles import PROFILES
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="sizes of everything (default quick)")
     parser.add_argument("--dataset", default="phantom", choices=["phantom", "ixi", "folder"], help="data source (default phantom)")
     parser.add_argument("--root", default=None, help="data folder for --dataset ixi/folder")
     parser.add_argument("--scale", type=int, default=2, help="SR factor where the scenario takes one (2 or 4)")
+
+
+def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", nargs="+", default=None, dest="studies", help="studies (default: all; see `sr-lib studies`)")
+    parser.add_argument("--seeds", type=int, default=None, help="training seeds per run (default: each study's own)")
+    parser.add_argument("--out", default=None, help="reports folder (default reports/)")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_data_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="retrain even if an identical finished run exists")
 
@@ -36,19 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = command("report", help="run the studies (training what is not cached) and regenerate reports/")
     _add_run_arguments(report)
-    report.add_argument("--study", nargs="+", default=None, dest="studies", help="studies to run (default: all; see `sr-lib studies`)")
-    report.add_argument("--seeds", type=int, default=None, help="training seeds per run (default: each study's own)")
+    _add_study_arguments(report)
     report.add_argument("--dry-run", action="store_true", help="list which runs would train and which are reused, then stop")
-    report.add_argument("--out", default=None, help="reports folder (default reports/)")
 
     tables = command("tables", help="rebuild tables and figures from the runs already made (nothing trains)")
-    tables.add_argument("--profile", default="quick", choices=sorted(PROFILES))
-    tables.add_argument("--dataset", default="phantom", choices=["phantom", "ixi", "folder"])
-    tables.add_argument("--root", default=None, help="data folder for --dataset ixi/folder")
-    tables.add_argument("--scale", type=int, default=2)
-    tables.add_argument("--study", nargs="+", default=None, dest="studies", help="studies (default: all)")
-    tables.add_argument("--seeds", type=int, default=None, help="training seeds per run (default: each study's own)")
-    tables.add_argument("--out", default=None, help="reports folder (default reports/)")
+    _add_data_arguments(tables)
+    _add_study_arguments(tables)
 
     train = command("train", help="train and evaluate one method (one run folder)")
     _add_run_arguments(train)
@@ -256,9 +259,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.runs_command == "show":
         run = load_run(args.run)
         print(json.dumps(run.config.to_dict(), indent=2, sort_keys=True))
-        facts = {k: run.info[k] for k in ("status", "steps_done", "best_step", "stopped_early", "seconds", "error")
-                 if k in run.info}
-        print(f"status: {run.status}" + "".join(f", {k} {v}" for k, v in facts.items() if k != "status"))
+        facts = [(k, run.info[k]) for k in ("steps_done", "best_step", "stopped_early", "seconds", "error") if k in run.info]
+        print(f"status: {run.status}" + "".join(f", {k} {v}" for k, v in facts))
         for region in ("brain", "volume"):
             scores = run.scores(region)
             if len(scores):

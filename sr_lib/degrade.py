@@ -37,7 +37,6 @@ from typing import Any, Callable, Mapping, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sr_lib.io import Volume, resampled_affine
 from sr_lib.papers import cite
