@@ -103,3 +103,54 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     """Anisotropic total variation: mean absolute finite difference, summed over axes
     (GAN-CIRCLE's joint sparsifying-transform term)."""
     return sum(d.abs().mean() for d in _finite_differences(x))
+
+
+def ssim_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - mean SSIM (Gaussian window, the metric's own definition and constants, data
+    range 1), differentiable; 2D or 3D batches (UDEAN's SSIM loss, the 7T paper's metric)."""
+    from sr_lib.metrics import _ssim_map  # the metric's map, so the loss optimises what is reported
+
+    n, c = pred.shape[:2]
+    flat = (t.reshape(n * c, *t.shape[2:]) for t in (pred, target))
+    return 1.0 - _ssim_map(*flat, 1.0).mean()
+
+
+RECONSTRUCTION_TERMS = ("l1", "l2", "ssim", "gradient", "perceptual", "texture", "tv")
+
+
+def reconstruction_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    weights: Mapping[str, float],
+    *,
+    features: Callable[[torch.Tensor], Mapping[str, torch.Tensor]] | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The weighted sum of the non-adversarial losses every paired method can use, and each
+    term's value (for the log). `weights` maps a name in `RECONSTRUCTION_TERMS` to its weight;
+    zero weights are skipped. 'l2' is the mean squared error, 'gradient' the gradient
+    difference loss (alpha 1), 'perceptual' the L1 feature distance summed over the feature
+    net's layers (the 7T paper's form), 'texture' the Gram loss, 'tv' the total variation
+    of the prediction. 'perceptual' and 'texture' need `features`."""
+    unknown = sorted(set(weights) - set(RECONSTRUCTION_TERMS))
+    if unknown:
+        raise ValueError(f"unknown loss term(s) {', '.join(unknown)}; choose from {', '.join(RECONSTRUCTION_TERMS)}")
+    compute: dict[str, Callable[[], torch.Tensor]] = {
+        "l1": lambda: pixel_loss(pred, target, kind="l1"),
+        "l2": lambda: pixel_loss(pred, target, kind="mse"),
+        "ssim": lambda: ssim_loss(pred, target),
+        "gradient": lambda: gradient_difference_loss(pred, target),
+        "perceptual": lambda: feature_loss(features, pred, target, kind="l1"),
+        "texture": lambda: texture_loss(features, pred, target),
+        "tv": lambda: total_variation(pred),
+    }
+    total = pred.new_zeros(())
+    values: dict[str, float] = {}
+    for name, weight in weights.items():
+        if not weight:
+            continue
+        if name in ("perceptual", "texture") and features is None:
+            raise ValueError(f"the {name} loss needs a feature net")
+        term = compute[name]()
+        total = total + weight * term
+        values[name] = float(term.detach())
+    return total, values

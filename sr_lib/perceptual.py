@@ -1,7 +1,7 @@
 """Feature networks for perceptual losses, offline.
 
-If the user names a local torchvision VGG-19 state dict (argument or `$SR_LIB_VGG19`), it
-is used. Otherwise the workbench trains a small `MRIFeatureNet` as a denoising
+If the user names a local torchvision VGG-16 or VGG-19 state dict (argument, or
+`$SR_LIB_VGG16` / `$SR_LIB_VGG19`), it is used. Otherwise the workbench trains a small `MRIFeatureNet` as a denoising
 autoencoder on the run's training HR patches and caches it by a fingerprint of that data;
 nothing is ever downloaded. The returned description says which was used, and the run
 config and the report carry it.
@@ -20,19 +20,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sr_lib.atomic import atomic_path
-from sr_lib.nets.features import MRIFeatureNet, VGG19Features
+from sr_lib.nets.features import MRIFeatureNet, VGGFeatures
 from sr_lib.paths import cache_dir
 from sr_lib.profiles import Profile
 
 FEATURE_NET_VERSION = 1
-VGG_ENV = "SR_LIB_VGG19"
+VGG_ENV = {"vgg16": "SR_LIB_VGG16", "vgg19": "SR_LIB_VGG19"}
 
 
-def vgg_weights_path(explicit: str | None = None) -> str | None:
-    """The VGG-19 weights file to use: the argument, else `$SR_LIB_VGG19`, else None."""
-    path = explicit or os.environ.get(VGG_ENV) or None
+def vgg_weights_path(explicit: str | None = None, variant: str = "vgg19") -> str | None:
+    """The VGG weights file to use: the argument, else `$SR_LIB_VGG16` / `$SR_LIB_VGG19`, else None."""
+    env = VGG_ENV[variant]
+    path = explicit or os.environ.get(env) or None
     if path is not None and not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: VGG-19 weights file not found (from {'argument' if explicit else VGG_ENV})")
+        raise FileNotFoundError(f"{path}: {variant} weights file not found (from {'argument' if explicit else env})")
     return path
 
 
@@ -44,16 +45,18 @@ def feature_extractor(
     seed: int = 0,
     vgg_weights: str | None = None,
     vgg_layers: tuple[str, ...] = ("relu5_4",),
+    vgg_variant: str = "vgg19",
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> tuple[nn.Module, str]:
-    """A frozen feature net (image -> dict of feature maps) and a one-line description."""
-    path = vgg_weights_path(vgg_weights)
+    """A frozen feature net (image -> dict of feature maps) and a one-line description: VGG
+    (`vgg_variant`, `vgg_layers`) when a weights file is given, else the MRI feature net."""
+    path = vgg_weights_path(vgg_weights, vgg_variant)
     if path is not None:
         if spatial_dims != 2:
-            raise ValueError("VGG-19 features are 2D; a 3D method needs the MRI feature net (no VGG weights)")
-        net = VGG19Features(vgg_layers).load_torchvision(path).to(device).eval()
-        return net, f"VGG-19 {'+'.join(vgg_layers)} from {path}"
+            raise ValueError("VGG features are 2D; a 3D method needs the MRI feature net (no VGG weights)")
+        net = VGGFeatures(vgg_layers, variant=vgg_variant).load_torchvision(path).to(device).eval()
+        return net, f"{vgg_variant} {'+'.join(vgg_layers)} from {Path(path).name}"
     net, key = train_mri_feature_net(spatial_dims=spatial_dims, profile=profile, sampler=sampler, seed=seed, device=device, progress=progress)
     return net, f"MRI feature net (denoising autoencoder trained by the workbench on the training brains, {key})"
 

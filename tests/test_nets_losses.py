@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from sr_lib import losses
-from sr_lib.nets import SRCNN, MRIFeatureNet, SRGANDiscriminator, SRResNet, VGG19Features
-from sr_lib.nets.features import VGG19_LAYERS
+from sr_lib.nets import SRCNN, MRIFeatureNet, SRGANDiscriminator, SRResNet, VGG19Features, VGGFeatures
+from sr_lib.nets.features import VGG19_LAYERS, VGG_LAYERS
 
 
 @pytest.mark.parametrize("spatial_dims,shape", [(2, (2, 1, 13, 17)), (3, (1, 1, 9, 11, 7))])
@@ -47,10 +47,21 @@ def test_vgg19_loads_a_torchvision_style_state_dict(tmp_path):
 
 def test_vgg19_rejects_other_files(tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
-    with pytest.raises(ValueError, match="not a torchvision VGG-19"):
+    with pytest.raises(ValueError, match="not a torchvision vgg19"):
         VGG19Features().load_torchvision(str(tmp_path / "other.pth"))
-    with pytest.raises(ValueError, match="unknown VGG-19 layers"):
+    with pytest.raises(ValueError, match="unknown vgg19 layers"):
         VGG19Features(("relu9_9",))
+
+
+def test_vgg16_has_the_7t_papers_layers_and_refuses_a_vgg19_file(tmp_path):
+    # The 7T->9.4T paper's VGG-16 "layers 4, 9, 16, 23" (1-based) are these ReLUs in torchvision's indices.
+    assert [VGG_LAYERS["vgg16"][n] for n in ("relu1_2", "relu2_2", "relu3_3", "relu4_3")] == [3, 8, 15, 22]
+    net = VGGFeatures(("relu1_2", "relu4_3"), variant="vgg16")
+    assert [net(torch.rand(1, 1, 32, 32))[n].shape[1] for n in ("relu1_2", "relu4_3")] == [64, 512]
+    vgg19 = VGG19Features(("relu5_4",))
+    torch.save({k: v for k, v in vgg19.state_dict().items() if k.startswith("features.")}, tmp_path / "vgg19.pth")
+    with pytest.raises(ValueError, match="not a torchvision vgg16"):
+        VGGFeatures(("relu5_3",), variant="vgg16").load_torchvision(str(tmp_path / "vgg19.pth"))
 
 
 def test_mri_feature_net_stages_and_reconstruction():

@@ -10,7 +10,7 @@ from typing import Any
 
 from sr_lib.methods.base import (
     ArrayMethod, FitContext, Method, MethodOptions, ModelError, NetMethod, Observation, Support, Task, TrainData,
-    TrainOptions, load_model, save_model,
+    TrainOptions, load_model, preset, save_model,
 )
 from sr_lib.methods.classical import Bicubic, DegradedInput, Nearest, Tricubic
 from sr_lib.methods.srcnn import SRCNNMethod
@@ -45,5 +45,5 @@ def build(name: str, *, factors: Sequence[int], profile: str | Profile, dims: in
 __all__ = [
     "METHODS", "ArrayMethod", "FitContext", "Method", "MethodOptions", "ModelError", "NetMethod", "Observation",
     "Support", "Task", "TrainData", "TrainOptions", "build", "load_model", "method_class", "resolve_options",
-    "save_model",
+    "preset", "save_model",
 ]

@@ -223,6 +223,8 @@ class Method:
     Options: ClassVar[type[MethodOptions]] = MethodOptions
     support: ClassVar[Support] = Support()
     learned: ClassVar[bool] = False
+    preset_of: ClassVar[str | None] = None  # the method a preset configures (see `preset`)
+    preset_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, task: Task, options: MethodOptions, profile: Profile) -> None:
         if not isinstance(options, self.Options):
@@ -463,6 +465,29 @@ class NetMethod(Method):
             if any(t.is_floating_point() and not torch.isfinite(t).all() for t in tensors.values()):
                 raise ModelError(f"{path}: net {name} has NaN or infinite weights")
         self.to(self.runtime)
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def preset(base: type[Method], name: str, summary: str, **defaults: Any) -> type[Method]:
+    """A paper's named configuration of `base` (e.g. the 7T paper's "model 4"): the same
+    code under its own registered name, with `defaults` replacing the option defaults. The
+    profile's values and the user's `--option`s still apply on top, and a run folder and the
+    tables carry the preset's name. `preset_of` and `preset_options` say what it is."""
+    fields = {f.name: f for f in dataclasses.fields(base.Options)}
+    unknown = sorted(set(defaults) - set(fields))
+    if unknown:
+        raise TypeError(f"preset {name}: {base.name} has no option(s) {', '.join(unknown)}")
+    options = dataclasses.make_dataclass(
+        f"{base.Options.__name__}_{name.replace('-', '_')}",
+        [(key, fields[key].type, dataclasses.field(default=value)) for key, value in defaults.items()],
+        bases=(base.Options,), frozen=True)
+    options.__doc__ = f"{base.Options.__name__} with the {name} preset's defaults: " + ", ".join(
+        f"{k}={v!r}" for k, v in defaults.items())
+    attributes = {"name": name, "summary": summary, "Options": options, "preset_of": base.name,
+                  "preset_options": dict(defaults), "__doc__": f"{summary}\n\nPreset of `{base.name}`; see {base.__name__}."}
+    return type(f"{base.__name__}_{name.replace('-', '_')}", (base,), attributes)
 
 
 # ----------------------------------------------------------------------------- saving a whole model

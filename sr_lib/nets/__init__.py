@@ -8,7 +8,7 @@ from sr_lib.nets.layers import conv_layer, norm_layer, zero_init
 from sr_lib.nets.srcnn import SRCNN
 from sr_lib.nets.srresnet import SRResNet
 from sr_lib.nets.discriminators import SRGANDiscriminator
-from sr_lib.nets.features import VGG19Features, MRIFeatureNet
+from sr_lib.nets.features import VGG19Features, VGGFeatures, MRIFeatureNet
 
 __all__ = [
     "conv_layer",
@@ -18,5 +18,6 @@ __all__ = [
     "SRResNet",
     "SRGANDiscriminator",
     "VGG19Features",
+    "VGGFeatures",
     "MRIFeatureNet",
 ]
