@@ -89,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("root", nargs="?", default="runs", help="folder that holds run folders (default runs/)")
     clean.add_argument("--yes", action="store_true", help="remove them (without it, only list what would go)")
 
-    methods = command("methods", help="list the registered methods")
-    methods.add_argument("-v", "--verbose", action="store_true", help="also show each method's options and defaults")
+    methods = command("methods", help="list the registered methods and presets, or one method's options")
+    methods.add_argument("name", nargs="?", help="show this method's options and defaults")
+    methods.add_argument("-v", "--verbose", action="store_true", help="show every method's options and defaults")
     command("studies", help="list the studies the report runs")
     command("scenarios", help="list the degradation presets")
     return parser
@@ -99,15 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_methods(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from sr_lib.methods import METHODS
+    from sr_lib.methods import METHODS, method_class
+    from sr_lib.profiles import get_profile
 
-    for name, cls in METHODS.items():
+    chosen = {args.name: method_class(args.name)} if getattr(args, "name", None) else METHODS
+    for name, cls in chosen.items():
         dims = "/".join(f"{d}D" for d in cls.support.dims)
         grids = "+".join(cls.support.grids)
-        print(f"{name:<10} {dims:<6} {grids:<11} {'learned' if cls.learned else 'classic':<8} {cls.summary}")
-        if getattr(args, "verbose", False):
+        print(f"{name:<17} {dims:<6} {grids:<11} {'learned' if cls.learned else 'classic':<8} {cls.summary}")
+        if cls.preset_of:
+            settings = ", ".join(f"{k}={v!r}" for k, v in cls.preset_options.items())
+            print(f"{'':<19}preset of {cls.preset_of}: {settings}")
+        if getattr(args, "verbose", False) or getattr(args, "name", None):
+            quick = cls.Options.profile_defaults(get_profile("quick"))
             for field in dataclasses.fields(cls.Options):
-                print(f"{'':<12}{field.name} = {field.default!r}")
+                by_profile = f"  (quick profile: {quick[field.name]!r})" if field.name in quick else ""
+                print(f"{'':<19}{field.name} = {field.default!r}{by_profile}")
     return 0
 
 

@@ -335,3 +335,42 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 120, close: 
     if close:
         plt.close(fig)
     return Path(path)
+
+
+def plot_seams(summary: pd.DataFrame) -> Figure:
+    """Bars of the seam ratios (`sr_lib.seams.summarise_seams`) per method, stitched
+    against whole-slice inference; the dashed line at 1 is "no seam"."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    methods = list(dict.fromkeys(summary["method"]))
+    x = np.arange(len(methods))
+    for ax, column, label in zip(axes, ("jump_ratio", "error_ratio"), ("error-step energy", "|error|")):
+        for offset, (mode, colour) in zip((-0.18, 0.18), (("stitch", "C3"), ("whole", "C0"))):
+            rows = summary[summary["inference"] == mode].set_index("method").reindex(methods)
+            ax.bar(x + offset, rows[column].to_numpy(float), width=0.36, color=colour, label=mode)
+        ax.axhline(1.0, color="k", ls="--", lw=0.8)
+        ax.set_xticks(x, methods, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"border / interior {label}", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def seam_figure(example: dict, *, index: int | None = None, vmax: float = 0.1) -> Figure:
+    """Signed error maps of a stitched and a whole-slice prediction of the same slice (blue
+    under, red over), with the lines where stitched patches meet drawn faintly."""
+    axis, hr = example["axis"], example["hr"]
+    index = hr.shape[axis] // 2 if index is None else index
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4.2))
+    in_plane = [a for a in range(3) if a != axis]
+    for ax, mode in zip(axes, ("stitch", "whole")):
+        error = np.take(example[mode] - hr, index, axis=axis)
+        ax.imshow(error.T, cmap="RdBu_r", vmin=-vmax, vmax=vmax, origin="lower")
+        for position in example["lines"].get(in_plane[0], []):
+            ax.axvline(position - 0.5, color="k", lw=0.3, alpha=0.4)
+        for position in example["lines"].get(in_plane[1], []):
+            ax.axhline(position - 0.5, color="k", lw=0.3, alpha=0.4)
+        ax.set_title(f"{example['method']}, {mode}: prediction - HR", fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"test subject {example['subject']}, slice {AXIS_NAMES[axis]}={index}", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -3,8 +3,8 @@ them, then write `reports/index.md`.
 
 Order: 00_data and 01_degradation (papermill) show the data; each study's runs train (or
 are reused) in-process, sharing the prepared data; 10_train is executed only for the runs a
-study shows in detail; each study's tables and difference maps are written in-process; 80
-and 90 show them (run on their own in JupyterLab, they write them).
+study shows in detail; each study's tables and difference maps are written in-process; 30
+shows the ablation studies, 80 and 90 every study (run on their own in JupyterLab, they write them).
 Executed notebooks are stripped of widget state and of this machine's absolute paths.
 A run that fails is recorded as failed and the report goes on.
 """
@@ -32,6 +32,7 @@ from sr_lib.paths import PROJECT_ROOT, notebooks_dir, reports_dir
 from sr_lib.prepare import data_fingerprint
 from sr_lib.report import study_figures, study_runs, tidy_metrics, write_all_summaries, write_study_report
 from sr_lib.runs import is_finished, run_experiment
+from sr_lib.seams import seam_table, write_seam_tables
 from sr_lib.studies import Study, get_studies
 
 KERNEL = "python3"
@@ -162,6 +163,11 @@ def run_report(
     compute_seconds = write_tables(chosen, out, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds)
     params = {"profile": profile, "studies": ",".join(s.name for s in chosen), "dataset": dataset, "root": root or "",
               "scale": scale, "seeds": seeds or 0, "reports_root": str(out), "write": False}
+    ablations = [s.name for s in chosen if s.ablation]
+    if ablations:
+        outcomes.append(run_notebook("30_ablations", executed / "30_ablations.ipynb", {
+            **{k: params[k] for k in ("profile", "dataset", "root", "scale", "seeds", "reports_root")},
+            "studies": ",".join(ablations)}))
     outcomes += [run_notebook("80_comparison_tables", executed / "80_comparison_tables.ipynb", params),
                  run_notebook("90_difference_maps", executed / "90_difference_maps.ipynb", params)]
     return write_index(out, outcomes, planned, failed_runs, profile=profile, dataset=dataset, runs_seconds=runs_seconds,
@@ -193,6 +199,8 @@ def write_tables(studies: Sequence[Study], out: Path, *, profile: str, dataset: 
         runs = study_runs(study, runs_root, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds)
         compute_seconds += sum(float(r.info.get("seconds") or 0.0) for r in runs)
         write_study_report(study, runs, out)
+        if "seams" in study.analyses:
+            write_seam_tables(seam_table(runs), Path(out) / "tables", study=study.name)
         study_figures(study, runs, Path(out) / "figures")
         tidy.append(tidy_metrics(runs, study=study.name))
     write_all_summaries(pd.concat(tidy, ignore_index=True), out)

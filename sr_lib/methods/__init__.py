@@ -13,12 +13,22 @@ from sr_lib.methods.base import (
     TrainOptions, load_model, preset, save_model,
 )
 from sr_lib.methods.classical import Bicubic, DegradedInput, Nearest, Tricubic
+from sr_lib.methods.gan_circle import GANCircleMethod
+from sr_lib.methods.gan_cpce import GANCPCEMethod
+from sr_lib.methods.rfsr import RFSRMethod
 from sr_lib.methods.srcnn import SRCNNMethod
 from sr_lib.methods.srresnet import SRGANMethod, SRResNetMethod
+from sr_lib.methods.synthesis_cnns import PRESETS as SYNTHESIS_CNN_PRESETS
+from sr_lib.methods.synthesis_cnns import DCSRNMethod, FCN1Method, FCN2Method, UNetMethod
+from sr_lib.methods.synthesis_gans import PRESETS as SYNTHESIS_GAN_PRESETS
+from sr_lib.methods.synthesis_gans import DCGANMethod, Pix2PixMethod, UNetGANMethod
 from sr_lib.profiles import Profile, get_profile
 
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (DegradedInput, Nearest, Bicubic, Tricubic, SRCNNMethod, SRResNetMethod, SRGANMethod)
+    cls.name: cls for cls in (DegradedInput, Nearest, Bicubic, Tricubic, SRCNNMethod, SRResNetMethod, SRGANMethod, RFSRMethod,
+                          GANCPCEMethod, GANCircleMethod,
+                          FCN1Method, FCN2Method, DCSRNMethod, UNetMethod, DCGANMethod, UNetGANMethod, Pix2PixMethod,
+                          *SYNTHESIS_CNN_PRESETS, *SYNTHESIS_GAN_PRESETS)
 }
 
 

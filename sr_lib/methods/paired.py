@@ -17,11 +17,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
+from sr_lib.infer import INFERENCE_MODES, predict_volume
 from sr_lib.losses import RECONSTRUCTION_TERMS, adversarial_loss, gradient_penalty, reconstruction_loss
-from sr_lib.methods.base import NetMethod, Task, TrainOptions, upsample_input
+from sr_lib.methods.base import NetMethod, Observation, Task, TrainOptions, upsample_input
 from sr_lib.nets import zero_init
 from sr_lib.perceptual import feature_extractor
 from sr_lib.profiles import Profile
@@ -40,7 +42,13 @@ class PairedOptions(TrainOptions):
     loss uses the same layers. `warmup`: the fraction of the step cap trained with the
     reconstruction losses alone before the discriminator joins (early stopping watches only
     after it). `residual` adds the interpolated input to the generator's output;
-    `zero_init` then zeroes the generator's last layer so training starts at that input."""
+    `zero_init` then zeroes the generator's last layer so training starts at that input.
+
+    `inference`: "whole" slices (2D; 3D nets blend), "blend" (Gaussian-weighted sliding
+    window) or "stitch" (the 7T paper's dense patches, see `sr_lib.infer`). Stitching uses
+    `stitch_patch` LR voxels every `stitch_stride`, cropping `stitch_border` HR voxels; the
+    paper's 64 / 20 / 4 px are scaled to the training patch by default (patch = the
+    training patch, stride 20/64 and border 4/64 of it, at least 1)."""
 
     l1: float = 1.0
     l2: float = 0.0
@@ -60,8 +68,14 @@ class PairedOptions(TrainOptions):
     warmup: float = 0.0
     residual: bool = True
     zero_init: bool = False
+    inference: str = "whole"
+    stitch_patch: int | None = None
+    stitch_stride: int | None = None
+    stitch_border: int | None = None
 
     def __post_init__(self) -> None:
+        if self.inference not in INFERENCE_MODES:
+            raise ValueError(f"inference must be one of {', '.join(INFERENCE_MODES)}, got {self.inference!r}")
         if self.adversarial not in ADVERSARIAL_KINDS:
             raise ValueError(f"adversarial must be one of {', '.join(ADVERSARIAL_KINDS)}, got {self.adversarial!r}")
         if self.perceptual_net not in ("vgg16", "vgg19"):
@@ -120,6 +134,8 @@ class PairedNetMethod(NetMethod):
         if self.adversarial:
             self.nets["discriminator"] = self.build_discriminator(2 if self.conditional else 1)
             self.critic_steps = options.critic_steps
+            if options.adversarial == "wgan-gp":
+                self.double_backward_nets = frozenset({"discriminator"})
         self.make_optimizers({name: betas for name in self.nets})
         self.monitor_from = options.warmup if self.adversarial else 0.0
         self.features = None
@@ -170,6 +186,22 @@ class PairedNetMethod(NetMethod):
 
     def in_warmup(self, step: int) -> bool:
         return step < self.options.warmup * self.total_steps
+
+    def stitch_settings(self) -> tuple[int, int, int]:
+        """(patch, stride, border) for stitched inference: the options, else the paper's
+        64 / 20 / 4 px scaled to this profile's training patch."""
+        o = self.options
+        hr_patch = self.profile.patch_size if self.task.spatial_dims == 2 else self.profile.patch_size_3d
+        patch = o.stitch_patch or max(hr_patch // max(self.task.working_factors), 4)
+        stride = o.stitch_stride or max(round(patch * 20 / 64), 1)
+        border = o.stitch_border if o.stitch_border is not None else max(round(hr_patch * 4 / 64), 1)
+        return patch, stride, border
+
+    def predict(self, observation: Observation) -> np.ndarray:
+        """The whole volume with the run's `inference` mode."""
+        return predict_volume(self.predict_batch, observation.lr, task=self.task, batch_size=self.profile.infer_batch,
+                              patch_size=self.profile.infer_patch_3d, device=self.runtime.device,
+                              mode=self.options.inference, stitch=self.stitch_settings())
 
     # -- training
     def critic_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:

@@ -9,6 +9,13 @@ from sr_lib.nets.srcnn import SRCNN
 from sr_lib.nets.srresnet import SRResNet
 from sr_lib.nets.discriminators import SRGANDiscriminator
 from sr_lib.nets.features import VGG19Features, VGGFeatures, MRIFeatureNet
+from sr_lib.nets.cpce import CPCE, CPCEDiscriminator
+from sr_lib.nets.circle import CircleDiscriminator, CircleGenerator
+from sr_lib.nets.unet import UNet
+from sr_lib.nets.fcn import FCN1, FCN2
+from sr_lib.nets.dcsrn import DCSRN
+from sr_lib.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from sr_lib.nets.patchgan import PatchGAN
 
 __all__ = [
     "conv_layer",
@@ -20,4 +27,15 @@ __all__ = [
     "VGG19Features",
     "VGGFeatures",
     "MRIFeatureNet",
+    "CPCE",
+    "CPCEDiscriminator",
+    "CircleGenerator",
+    "CircleDiscriminator",
+    "UNet",
+    "FCN1",
+    "FCN2",
+    "DCSRN",
+    "DCGANGenerator",
+    "DCGANDiscriminator",
+    "PatchGAN",
 ]
