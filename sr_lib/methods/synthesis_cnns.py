@@ -164,7 +164,9 @@ class DCSRNMethod(PairedNetMethod):
 
     Paper's: the net, L1 as the default loss (Table 2: L1 beat L2 and the VGG-16 perceptual
     loss on PSNR, MSE and SSIM). Ours: `residual=True` (the paper generates the image
-    directly, `residual=False`); the perceptual preset's features come from a VGG-16 weights
+    directly, `residual=False`): on the validation subject (quick profile, kspace-2x T2, one
+    seed) the best validation PSNR in 600 steps was 27.83 dB with it and 27.42 dB without
+    (the input itself: 26.02 dB), test brains 26.78 vs 26.60 dB (input 24.49 dB); the perceptual preset's features come from a VGG-16 weights
     file when the user gives one, else the workbench's MRI feature net (`sr_lib.perceptual`),
     and VGG's inputs are normalised with ImageNet statistics where the paper standardised each
     image. 2D as in the 7T paper and 3D (3x3x3) as in Chen et al. 2018.
@@ -186,9 +188,11 @@ class UNetOptions(PairedOptions):
     """`features` 16 and depth 6 at 64 px patches are the 7T paper's U-Net generator (its
     models 5-11); `depth` None halves the training patch to 1 px, at most 6 levels. `l1` 1 is
     ours (the paper has no U-Net CNN; L1 was its best loss everywhere). `dropout` 0 is ours
-    (pix2pix: 0.5). The profile caps `features` (8 in `test`)."""
+    (pix2pix: 0.5). `zero_init` True is ours (see `UNetGANMethod`). The profile caps
+    `features` (8 in `test`)."""
 
     l1: float = 1.0
+    zero_init: bool = True
     features: int = 16
     depth: int | None = None
     dropout: float = 0.0
@@ -220,9 +224,12 @@ class UNetMethod(PairedNetMethod):
     the CNN counterpart of its U-Net GAN, which the paper lacked ("the network architecture
     used for the GAN generator is not consistent with any of our CNN architectures").
 
-    Ours: the method itself (not a row of the paper), L1, `residual=True` (the paper's GAN
-    generators produce the image directly: `residual=False`), the depth from the training
-    patch when `depth` is None. Any image size (padding inside the net). 2D and 3D.
+    Ours: the method itself (not a row of the paper), L1, `residual=True` with `zero_init`
+    (the output layer zeroed, so training starts at the interpolated input; the paper's GAN
+    generators produce the image directly: `residual=False`; why, see `UNetGANMethod`), the
+    depth from the training patch when `depth` is None. Any image size (padding inside the
+    net). 2D and 3D. On the validation subject (quick profile, kspace-2x T2, one seed, 600
+    steps): validation PSNR 27.10 dB (input 26.02 dB), test brains 25.57 dB (input 24.49 dB).
     """
 
     name = "unet"

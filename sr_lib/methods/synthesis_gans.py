@@ -111,6 +111,9 @@ class DCGANMethod(PairedNetMethod):
     global average pooling, one logit per image (ours: the paper's discriminators changed with
     their generators, but their sizes are lost). The discriminator judges the image alone
     (the paper's Eq. 1-2). Loss weights, warm-up and `residual` as in the module docstring.
+    Model 2 on the validation subject (quick profile, kspace-2x T2, one seed, 600 steps):
+    validation PSNR 27.99 dB (the input itself: 26.02 dB), test brains 27.05 dB (input
+    24.49 dB).
     """
 
     name = "dcgan"
@@ -138,7 +141,8 @@ class UNetGANOptions(PairedOptions):
     add the gradient difference loss, model 6 the `sharpen` kernel (presets). Ours: the
     weights (`adversarial_weight` 1e-3, `l1` 1), `warmup` 0.25, `dropout` 0,
     `discriminator_features` 32, `depth` None (from the training patch, see
-    `sr_lib.methods.synthesis_cnns.unet_depth`); the profile caps the widths."""
+    `sr_lib.methods.synthesis_cnns.unet_depth`), `zero_init` True (see `UNetGANMethod`); the
+    profile caps the widths."""
 
     adversarial: str = "bce"
     adversarial_weight: float = 1e-3
@@ -146,6 +150,7 @@ class UNetGANOptions(PairedOptions):
     l1: float = 1.0
     gradient: float = 0.0
     sharpen: bool = False
+    zero_init: bool = True
     features: int = 16
     depth: int | None = None
     dropout: float = 0.0
@@ -175,6 +180,15 @@ class UNetGANMethod(PairedNetMethod):
     kernel [[0, -1, 0], [-1, 5, -1], [0, -1, 0]] after the generator, in training and at
     inference (ours: the paper's two kernels are lost; it says they emphasise the centre and
     sum to 1, which this one does; see `sharpening_kernel`). Everything else as `dcgan`.
+
+    `zero_init=True` (ours, also for `unet` and `pix2pix`) zeroes the U-Net's output layer so
+    the residual generator starts at the interpolated input. Measured on the validation
+    subject (quick profile, kspace-2x T2, model 7, one seed, 600 steps): validation PSNR
+    27.23 dB with it, 25.61 dB without (the input itself: 26.02 dB); on the test brains,
+    predicted as whole slices, 25.71 vs 16.14 dB (input 24.49 dB): without it the randomly
+    initialised U-Net's output, whose innermost levels only ever saw 1-2 px maps of training
+    patches, swamps whole slices. The U-Net depth mattered little once zeroed (depth 3, 4, 5:
+    27.20, 27.16, 27.23 dB), so the paper's depth rule stays.
     """
 
     name = "unet-gan"
@@ -206,12 +220,14 @@ class Pix2PixOptions(PairedOptions):
     PatchGAN with `discriminator_features` 64 (the profile caps it: 8 in `test`, 32 in
     `quick`), conditional. The 7T paper's: the U-Net generator (`features` 16), model 9's L1
     (the default), model 10's L2, model 11's L1 + perceptual (presets). Ours: `warmup` 0.25,
-    `dropout` 0 (pix2pix: 0.5), `perceptual` 10 in model 11 (Table 1 is lost)."""
+    `dropout` 0 (pix2pix: 0.5), `zero_init` True (see `UNetGANMethod`), `perceptual` 10 in
+    model 11 (Table 1 is lost)."""
 
     adversarial: str = "bce"
     adversarial_weight: float = 1.0
     warmup: float = 0.25
     l1: float = 100.0
+    zero_init: bool = True
     features: int = 16
     depth: int | None = None
     dropout: float = 0.0
@@ -238,7 +254,10 @@ class Pix2PixMethod(PairedNetMethod):
     interpolated input stacked with the real or generated image (conditional, 2 channels)
     and returns a map of logits; BCE over the map, generator loss BCE + 100 L1 (pix2pix's
     lambda). The paper found it the weakest of its GANs (background inconsistency, Sec.
-    7.3.3). Choices as in the module docstring; the PatchGAN pads inputs under 24 px.
+    7.3.3). Choices as in the module docstring; the PatchGAN pads inputs under 24 px. Model 9
+    on the validation subject (quick profile, kspace-2x T2, one seed, 600 steps): best
+    validation PSNR 26.72 dB (input 26.02 dB), test brains 24.99 dB (input 24.49 dB), the
+    weakest of the GANs measured, as in the paper.
     """
 
     name = "pix2pix"
