@@ -29,7 +29,7 @@ from torch import nn
 
 from sr_lib.methods.base import Support, preset
 from sr_lib.methods.paired import PairedNetMethod, PairedOptions
-from sr_lib.methods.synthesis_cnns import build_unet, check_net_options
+from sr_lib.methods.synthesis_cnns import UNetOptions, build_unet, check_net_options
 from sr_lib.nets import DCGANDiscriminator, DCGANGenerator, PatchGAN
 from sr_lib.nets.dcgan import DCGAN_GENERATORS
 from sr_lib.profiles import Profile
@@ -135,40 +135,29 @@ class DCGANMethod(PairedNetMethod):
 
 
 @dataclasses.dataclass(frozen=True)
-class UNetGANOptions(PairedOptions):
+class UNetGANOptions(UNetOptions):
     """Paper's: the U-Net generator (pix2pix's, `features` 16, depth 6 at 64 px), "DCGAN 2"
     discriminator, BCE + L1 (model 7, the best U-Net model, is the default); models 5, 6, 8
     add the gradient difference loss, model 6 the `sharpen` kernel (presets). Ours: the
     weights (`adversarial_weight` 1e-3, `l1` 1), `warmup` 0.25, `dropout` 0,
     `discriminator_features` 32, `depth` None (from the training patch, see
     `sr_lib.methods.synthesis_cnns.unet_depth`), `zero_init` True (see `UNetGANMethod`); the
-    profile caps the widths."""
+    profile caps the widths. The generator's fields and checks are `UNetOptions`'."""
 
     adversarial: str = "bce"
     adversarial_weight: float = 1e-3
     warmup: float = 0.25
-    l1: float = 1.0
     gradient: float = 0.0
     sharpen: bool = False
-    zero_init: bool = True
-    features: int = 16
-    depth: int | None = None
-    dropout: float = 0.0
     discriminator_features: int = 32
-    norm: str = "batch"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_net_options(self, "features", "discriminator_features")
-        if self.depth is not None and self.depth < 2:
-            raise ValueError(f"depth must be at least 2 (or None for the profile's), got {self.depth}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout is a probability in [0, 1), got {self.dropout}")
+        check_net_options(self, "discriminator_features")
 
     @classmethod
     def profile_defaults(cls, profile: Profile) -> dict[str, Any]:
-        return {**super().profile_defaults(profile), "features": min(16, profile.features),
-                "discriminator_features": min(32, profile.features)}
+        return {**super().profile_defaults(profile), "discriminator_features": min(32, profile.features)}
 
 
 class UNetGANMethod(PairedNetMethod):
@@ -215,7 +204,7 @@ class UNetGANMethod(PairedNetMethod):
 
 
 @dataclasses.dataclass(frozen=True)
-class Pix2PixOptions(PairedOptions):
+class Pix2PixOptions(UNetOptions):
     """Pix2pix's (Isola et al. 2017): BCE, `adversarial_weight` 1 with `l1` 100, the 70x70
     PatchGAN with `discriminator_features` 64 (the profile caps it: 8 in `test`, 32 in
     `quick`), conditional. The 7T paper's: the U-Net generator (`features` 16), model 9's L1
@@ -227,25 +216,15 @@ class Pix2PixOptions(PairedOptions):
     adversarial_weight: float = 1.0
     warmup: float = 0.25
     l1: float = 100.0
-    zero_init: bool = True
-    features: int = 16
-    depth: int | None = None
-    dropout: float = 0.0
     discriminator_features: int = 64
-    norm: str = "batch"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_net_options(self, "features", "discriminator_features")
-        if self.depth is not None and self.depth < 2:
-            raise ValueError(f"depth must be at least 2 (or None for the profile's), got {self.depth}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout is a probability in [0, 1), got {self.dropout}")
+        check_net_options(self, "discriminator_features")
 
     @classmethod
     def profile_defaults(cls, profile: Profile) -> dict[str, Any]:
-        return {**super().profile_defaults(profile), "features": min(16, profile.features),
-                "discriminator_features": min(64, profile.features)}
+        return {**super().profile_defaults(profile), "discriminator_features": min(64, profile.features)}
 
 
 class Pix2PixMethod(PairedNetMethod):
