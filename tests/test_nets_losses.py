@@ -104,6 +104,9 @@ def test_gradient_difference_tv_and_gram():
     assert losses.total_variation(ramp).item() == pytest.approx(1.0)  # slope 1 along one axis, 0 along the other
     assert losses.gradient_difference_loss(ramp, ramp).item() == 0.0
     assert losses.gradient_difference_loss(ramp, torch.zeros_like(ramp)).item() == pytest.approx(0.5)
+    # Eq. 4 squares the difference: slope 3 vs flat gives 9 on one axis, 0 on the other
+    assert losses.gradient_difference_loss(3 * ramp, torch.zeros_like(ramp)).item() == pytest.approx(4.5)
+    assert losses.gradient_difference_loss(3 * ramp, torch.zeros_like(ramp), alpha=1).item() == pytest.approx(1.5)
     x = torch.ones(1, 2, 3, 3)
     torch.testing.assert_close(losses.gram_matrix(x), torch.ones(1, 2, 2))
 
