@@ -18,6 +18,7 @@ from sr_lib.train import frozen, optimise
 
 Mapping = Callable[[torch.Tensor], torch.Tensor]
 CIRCLE_TERMS = ("cycle", "identity", "jst", "supervised")
+RECONSTRUCTION_WIDTHS = (64, 32, 8)  # the authors' code at features 64: branch A, branch B 1x1, branch B 3x3
 
 
 def circle_terms(x: torch.Tensor, y: torch.Tensor, g: Mapping, f: Mapping, *, tau: float
@@ -75,17 +76,21 @@ class GANCircleOptions(TrainOptions):
 
     Nets: `features` 64 (the first of the 12 feature-extraction blocks, which narrow to
     `features` / 4 = 16 along DCSCN's decay: 64, 54, ..., 16) and `num_blocks` 12 (paper's);
-    the reconstruction widths (24, 8, 8) scale with `features` / 64, at least 4 (ours);
+    the reconstruction widths (64, 32, 8) are the authors' code's (branch A, branch B's 1x1
+    and 3x3), scaled by `features` / 64, at least 4 (ours: the scaling);
     `dropout` 0.2, i.e. DCSCN's keep rate 0.8 that GAN-CIRCLE's generator inherits;
     `discriminator_features` 64 (paper's). The profile sets both widths (8 / 32 / 64).
 
     Loss: `cycle` lambda_1 = 1 and `identity` lambda_2 = 0.5 (the authors' code: cycle weight
     lambda, identity lambda / 2, lambda = 1); `jst` lambda_3 = 0.01 (ours: You et al.'s value
     could not be checked, and it is on their summed-TV scale anyway) with `tau` 0.1 (the
-    authors' code weights TV(G) by 0.1 and TV(y - G) by 0.9); `supervised` 1 (ours: the MRI
-    paper trains "in the supervised learning framework" but writes no weight);
-    `adversarial_weight` 1 on each WGAN term and `gp_weight` 10 (paper's); `critic_steps` 1
-    (the authors' code alternates one critic step and one generator step).
+    split of the authors' code, 0.1 on the TV of the output and 0.9 on the TV of the
+    difference; their code applies it to the identity pair and does not run as released, so
+    we follow Lyu et al.'s text: G(x) and y - G(x)); `supervised` 1 (ours: the MRI paper
+    trains "in the supervised learning framework" but writes no weight; the authors' code
+    has such a term commented out at 0.5); `gp_weight` 10 (Gulrajani et al. 2017's; the
+    authors' code uses 1); `critic_steps` 1 (the authors' code alternates one critic step
+    and one generator step). `adversarial_weight`: see `GANCircleMethod`.
 
     Training: `schedule` 'linear' (the MRI paper's 1e-4 for the first half, then linear to
     2e-6); `residual` True (GAN-CIRCLE's residual learning: G and F add their input);
@@ -168,7 +173,7 @@ class GANCircleMethod(NetMethod):
     def __init__(self, task: Task, options: GANCircleOptions, profile: Profile) -> None:
         super().__init__(task, options, profile)
         f = options.features
-        reconstruction = tuple(max(4, round(w * f / 64)) for w in (24, 8, 8))
+        reconstruction = tuple(max(4, round(w * f / 64)) for w in RECONSTRUCTION_WIDTHS)
         for name in ("generator", "inverse"):
             net = CircleGenerator(features=f, min_features=max(f // 4, 4), num_blocks=options.num_blocks,
                                   reconstruction=reconstruction, dropout=options.dropout)

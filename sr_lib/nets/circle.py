@@ -33,9 +33,10 @@ class CircleGenerator(nn.Module):
     (slope 0.1) and dropout, with `decaying_widths(num_blocks, features, min_features)`
     filters (64 ... 16 in the paper). Every block's output is kept and all are concatenated
     (the skip connections), which is the input of the reconstruction network: branch A is a
-    1x1 convolution (`reconstruction[0]` filters, 24 in the paper); branch B a 1x1
-    convolution (`reconstruction[1]`, 8) followed by a 3x3 convolution (`reconstruction[2]`,
-    8), each with LeakyReLU and dropout ("network in network"). The two branches are
+    1x1 convolution (`reconstruction[0]` filters, 64 in the authors' code); branch B a 1x1
+    convolution (`reconstruction[1]`, 32) followed by a 3x3 convolution (`reconstruction[2]`,
+    8), each with LeakyReLU and dropout ("network in network", as DCSCN; the authors' code
+    leaves the last one linear). The two branches are
     concatenated; when `scale` > 1 a transposed convolution (kernel 2 * scale, stride scale,
     `upsample_features` filters, 32 in the paper) grows the grid; a final 3x3 convolution
     gives `out_channels` maps. The output is the residual: the caller adds the input (on the
@@ -45,7 +46,7 @@ class CircleGenerator(nn.Module):
     """
 
     def __init__(self, *, in_channels: int = 1, out_channels: int = 1, features: int = 64, min_features: int = 16,
-                 num_blocks: int = 12, reconstruction: tuple[int, int, int] = (24, 8, 8), upsample_features: int = 32,
+                 num_blocks: int = 12, reconstruction: tuple[int, int, int] = (64, 32, 8), upsample_features: int = 32,
                  scale: int = 1, dropout: float = 0.2, negative_slope: float = 0.1) -> None:
         super().__init__()
         if scale < 1:
