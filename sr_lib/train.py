@@ -23,7 +23,7 @@ import os
 import random
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -116,16 +116,21 @@ def frozen(*nets: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def optimise(loss: torch.Tensor, optimiser: torch.optim.Optimizer, *, clip_grad_norm: float | None = None) -> float:
+def optimise(loss: torch.Tensor, optimisers: torch.optim.Optimizer | Sequence[torch.optim.Optimizer], *,
+             clip_grad_norm: float | None = None) -> float:
     """The one place a loss becomes a step: zero the gradients, backward, clip the gradient
-    norm of the optimiser's parameters (when `clip_grad_norm` is set), step. bf16 autocast
-    needs no loss scaling. Returns the loss as a float."""
-    optimiser.zero_grad(set_to_none=True)
+    norm of the optimisers' parameters together (when `clip_grad_norm` is set), step each.
+    Several optimisers take one loss when several nets learn from it (GAN-CIRCLE's G and F,
+    each with its own Adam). bf16 autocast needs no loss scaling. Returns the loss as a float."""
+    group = [optimisers] if isinstance(optimisers, torch.optim.Optimizer) else list(optimisers)
+    for optimiser in group:
+        optimiser.zero_grad(set_to_none=True)
     loss.backward()
     if clip_grad_norm:
-        params = [p for group in optimiser.param_groups for p in group["params"]]
+        params = [p for optimiser in group for g in optimiser.param_groups for p in g["params"]]
         torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
-    optimiser.step()
+    for optimiser in group:
+        optimiser.step()
     return float(loss.detach())
 
 

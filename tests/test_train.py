@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from sr_lib.methods import build
 from sr_lib.train import (
     EMA, CheckpointError, TrainingInterrupted, TrainSettings, frozen, load_checkpoint, save_checkpoint,
-    schedule_factor, set_learning_rates, train,
+    optimise, schedule_factor, set_learning_rates, train,
 )
 
 
@@ -243,3 +243,12 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_ends_equal(tmp_path):
     assert train(resumed, ToySampler(), settings, run_dir=tmp_path / "b", progress=False).resumed_from == 3
     for key, value in params(whole).items():
         torch.testing.assert_close(params(resumed)[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_one_loss_steps_several_optimisers_and_clips_their_gradients_together():
+    a, b = torch.nn.Parameter(torch.tensor([3.0])), torch.nn.Parameter(torch.tensor([4.0]))
+    opt_a, opt_b = torch.optim.SGD([a], lr=1.0), torch.optim.SGD([b], lr=1.0)
+    value = optimise((a * a + b * b) / 2, [opt_a, opt_b], clip_grad_norm=1.0)
+    assert value == pytest.approx(12.5)
+    # the gradient (3, 4) has norm 5: clipped jointly to norm 1 it is (0.6, 0.8)
+    assert a.item() == pytest.approx(2.4) and b.item() == pytest.approx(3.2)

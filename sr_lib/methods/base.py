@@ -358,9 +358,11 @@ class NetMethod(Method):
         for net in self.nets.values():
             net.train(training)
 
-    def optimise(self, name: str, loss: torch.Tensor) -> float:
-        """Backward, clip and step for net `name` (see `sr_lib.train.optimise`)."""
-        return optimise(loss, self.optimizers[name], clip_grad_norm=self.options.clip_grad_norm)
+    def optimise(self, names: str | Sequence[str], loss: torch.Tensor) -> float:
+        """Backward, clip and step for net `names` (one name, or several nets that learn from
+        one loss; see `sr_lib.train.optimise`)."""
+        chosen = [names] if isinstance(names, str) else names
+        return optimise(loss, [self.optimizers[name] for name in chosen], clip_grad_norm=self.options.clip_grad_norm)
 
     def prepare(self, sampler: Any, *, seed: int) -> None:
         """Hook run once before training (fresh or resumed). Default: nothing."""

@@ -14,7 +14,7 @@ from sr_lib.methods.base import NetMethod, Support, Task, TrainOptions, upsample
 from sr_lib.nets import zero_init
 from sr_lib.nets.circle import CircleDiscriminator, CircleGenerator
 from sr_lib.profiles import Profile
-from sr_lib.train import frozen, optimise
+from sr_lib.train import frozen
 
 Mapping = Callable[[torch.Tensor], torch.Tensor]
 CIRCLE_TERMS = ("cycle", "identity", "jst", "supervised")
@@ -45,27 +45,6 @@ def circle_terms(x: torch.Tensor, y: torch.Tensor, g: Mapping, f: Mapping, *, ta
         "supervised": pixel_loss(gx, y) + pixel_loss(fy, x),
     }
     return terms, gx, fy
-
-
-class _Together:
-    """Several optimisers driven as one by `sr_lib.train.optimise` (it uses `zero_grad`,
-    `param_groups` and `step`), so one loss over G and F is one backward and one step of each
-    net's own Adam."""
-
-    def __init__(self, *optimisers: torch.optim.Optimizer) -> None:
-        self.optimisers = optimisers
-
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [group for o in self.optimisers for group in o.param_groups]
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for o in self.optimisers:
-            o.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        for o in self.optimisers:
-            o.step()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,6 +212,5 @@ class GANCircleMethod(NetMethod):
         loss = o.adversarial_weight * adversarial + sum(weights[k] * terms[k].float() for k in CIRCLE_TERMS)
         values = {k: float(v.detach()) for k, v in terms.items()}
         values["adversarial"] = float(adversarial.detach())
-        together = _Together(self.optimizers["generator"], self.optimizers["inverse"])
-        values["g_loss"] = optimise(loss, together, clip_grad_norm=o.clip_grad_norm)  # type: ignore[arg-type]
+        values["g_loss"] = self.optimise(("generator", "inverse"), loss)
         return values
