@@ -1,7 +1,8 @@
 """Command line: `sr-lib report | tables | train | apply | check | runs | bench | methods | studies | scenarios`.
 
 argparse lives here only; every command calls a library function. Errors print one line
-(`sr-lib: error: <file>: <problem>`) and exit 2; `--debug` shows the traceback instead.
+(`sr-lib: error: <file>: <problem>`) and exit 1, as do `check` and `apply` when a file
+fails; usage errors exit 2 (argparse), an interrupt 130; `--debug` shows the traceback.
 """
 
 from __future__ import annotations
@@ -300,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)  # KeyError quotes its message
         message = text.strip().splitlines()[0] if text.strip() else type(err).__name__
         print(f"sr-lib: error: {message}", file=sys.stderr)
-        return 2
+        return 1
 
 
 if __name__ == "__main__":

@@ -69,13 +69,13 @@ def test_apply_processes_good_files_and_exits_non_zero_for_a_bad_one(bicubic_run
     assert not list(out.glob("bad*"))
 
 
-def test_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
-    assert main(["apply", "--run", str(tmp_path / "nothing"), "x.nii.gz", "--out", str(tmp_path)]) == 2
+def test_errors_are_one_line_exit_1_and_debug_shows_the_traceback(tmp_path, capsys):
+    assert main(["apply", "--run", str(tmp_path / "nothing"), "x.nii.gz", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("sr-lib: error:") and "not a run folder" in err and err.count("\n") == 1
     with pytest.raises(FileNotFoundError):
         main(["apply", "--debug", "--run", str(tmp_path / "nothing"), "x.nii.gz", "--out", str(tmp_path)])
-    assert main(["train", "--method", "nope", "--profile", "test", "--out", str(tmp_path)]) == 2
+    assert main(["train", "--method", "nope", "--profile", "test", "--out", str(tmp_path)]) == 1
     assert "unknown method 'nope'" in capsys.readouterr().err
 
 
@@ -134,3 +134,10 @@ def test_runs_list_show_and_clean(bicubic_run, tmp_path, capsys):
     assert main(["runs", "clean", str(root), "--yes"]) == 0
     assert f"removed {interrupted}" in capsys.readouterr().out
     assert not interrupted.exists() and (done / "status.json").exists()  # the finished run is kept
+
+
+def test_usage_errors_exit_2_and_runtime_errors_exit_1(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--no-such-flag"])
+    assert exit_info.value.code == 2 and "usage:" in capsys.readouterr().err
+    assert main(["check", str(tmp_path / "missing.nii.gz")]) == 1

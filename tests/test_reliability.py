@@ -365,11 +365,11 @@ def test_a_broken_run_config_is_one_line_naming_it(tmp_path, capsys):
     run.mkdir()
     (run / "config.json").write_text("{\"method\": ")
     good(tmp_path / "scan.nii.gz")
-    assert main(["apply", "--run", str(run), str(tmp_path / "scan.nii.gz"), "--out", str(tmp_path / "out")]) == 2
+    assert main(["apply", "--run", str(run), str(tmp_path / "scan.nii.gz"), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert str(run / "config.json") in err and len(err.strip().splitlines()) == 1
     (run / "config.json").write_text("{\"method\": \"srcnn\", \"colour\": 3}")
-    assert main(["apply", "--run", str(run), str(tmp_path / "scan.nii.gz"), "--out", str(tmp_path / "out")]) == 2
+    assert main(["apply", "--run", str(run), str(tmp_path / "scan.nii.gz"), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert str(run / "config.json") in err and len(err.strip().splitlines()) == 1
 
