@@ -294,6 +294,8 @@ def test_profiles_cap_the_widths():
     full = METHODS["unet-gan"].Options.resolve(get_profile("full"), {})
     assert (test.features, full.features) == (8, 16)
     assert METHODS["dcsrn"].Options.resolve(get_profile("quick"), {}).growth == 24
+    dcgan = [METHODS["dcgan"].Options.resolve(get_profile(p), {}).features for p in ("test", "quick", "full")]
+    assert dcgan == [2, 8, 16]  # the paper's widths at full, half at quick
 
 
 @pytest.mark.parametrize("name,bad,match", [
