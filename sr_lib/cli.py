@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(report)
     _add_study_arguments(report)
     report.add_argument("--dry-run", action="store_true", help="list which runs would train and which are reused, then stop")
+    report.add_argument("--workers", type=int, default=None,
+                        help="runs trained side by side (default: 1 on a GPU, else one per CPU core up to 4)")
 
     tables = command("tables", help="rebuild tables and figures from the runs already made (nothing trains)")
     _add_data_arguments(tables)
@@ -177,7 +179,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from sr_lib.pipeline import run_report
 
     result = run_report(studies=args.studies, profile=args.profile, dataset=args.dataset, root=args.root,
-                        scale=args.scale, seeds=args.seeds, force=args.force, out=args.out, dry_run=args.dry_run)
+                        scale=args.scale, seeds=args.seeds, force=args.force, out=args.out, dry_run=args.dry_run,
+                        workers=args.workers)
     if args.dry_run:
         print(result.to_string(index=False))
         counts = result["run"].value_counts().to_dict()

@@ -12,7 +12,7 @@ import pytest
 
 from sr_lib import studies
 from sr_lib.methods import METHODS, Method, Observation
-from sr_lib.pipeline import run_report
+from sr_lib.pipeline import plan, run_all, run_report
 from sr_lib.studies import Study
 
 
@@ -36,7 +36,7 @@ def test_report_with_a_failing_method_keeps_the_others_and_marks_it(tmp_path, mo
     out = tmp_path / "reports"
     plan = run_report(studies=["tiny"], profile="test", out=out, dry_run=True)
     assert plan["run"].value_counts().to_dict() == {"train": 6, "n/a": 2}  # input and bicubic learn nothing: one seed
-    index = run_report(studies=["tiny"], profile="test", out=out)
+    index = run_report(studies=["tiny"], profile="test", out=out, workers=1)  # the patched method lives in this process
     summary = pd.read_csv(out / "tables" / "summary.csv", keep_default_na=False, na_values=[""])  # "n/a" is a status
     brain = summary[summary["region"] == "brain"].set_index(["scenario", "method"])
     assert brain.loc[("SR-B", "bicubic"), "status"] == "done" and brain.loc[("SR-B", "bicubic"), "n_seeds"] == 1
@@ -80,3 +80,34 @@ def test_training_facts_read_where_a_run_stopped(tmp_path):
     untrained = training_facts(RunResult(RunConfig(method="bicubic"), tmp_path, "done", pd.DataFrame(), pd.DataFrame(),
                                          {"status": "done"}))
     assert all(np.isnan(v) for v in untrained.values())
+
+
+@pytest.mark.slow
+def test_runs_side_by_side_give_the_same_folders_and_numbers_as_one_by_one(tmp_path, monkeypatch):
+    import torch
+
+    from sr_lib.runs import load_run
+
+    monkeypatch.setenv("SR_LIB_CACHE", str(tmp_path / "cache"))
+    two = Study(name="two", title="two", description="two seeds", scenarios=("SR-B",), contrasts=("T2",),
+                methods=("srcnn",), seeds=2)
+    planned = plan([two], tmp_path / "parallel", profile="test")
+    assert [p.state for p in planned] == ["train", "train"]
+    assert run_all(planned, tmp_path / "parallel", workers=2, progress=False) == []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what each of the two workers had on a 2-core machine
+    try:
+        assert run_all(plan([two], tmp_path / "serial", profile="test"), tmp_path / "serial", workers=1,
+                       progress=False) == []
+    finally:
+        torch.set_num_threads(threads)
+    def folders(root):
+        return sorted(p.relative_to(root) for p in root.glob("*/*") if not p.name.startswith("."))  # not the locks
+
+    parallel, serial = folders(tmp_path / "parallel"), folders(tmp_path / "serial")
+    assert parallel == serial and len(parallel) == 2
+    for folder in parallel:
+        a, b = load_run(tmp_path / "parallel" / folder), load_run(tmp_path / "serial" / folder)
+        assert a.status == b.status == "done"
+        np.testing.assert_allclose(a.metrics["psnr"], b.metrics["psnr"], rtol=1e-5)
+    assert all(p.state == "reuse" for p in plan([two], tmp_path / "parallel", profile="test"))
