@@ -180,3 +180,10 @@ def test_fit_and_predict_are_seeded_and_reload(name, factors, tmp_path, monkeypa
     reloaded = build(name, factors=factors, profile="test", steps=6)
     reloaded.load(tmp_path)
     np.testing.assert_array_equal(reloaded.predict(observation), first)
+
+
+def test_gan_circle_has_the_papers_generator_width_at_full_and_a_quarter_of_it_at_quick():
+    from sr_lib.profiles import get_profile
+
+    widths = [method_class("gan-circle").Options.resolve(get_profile(p), {}).features for p in ("test", "quick", "full")]
+    assert widths == [4, 16, 64]
