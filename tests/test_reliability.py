@@ -9,8 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -27,7 +25,7 @@ from sr_lib.io import Volume, VolumeError, load_volume, validate_volume
 from sr_lib.methods.base import Task
 from sr_lib.runs import RunConfig
 
-from test_apply import GEOMETRIES, smooth_head, trained, write_nifti  # noqa: F401 (trained is a fixture)
+from test_apply import smooth_head, trained, write_nifti  # noqa: F401 (trained is a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 AFFINE = np.diag([0.9, 0.9, 3.0, 1.0])
