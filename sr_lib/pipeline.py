@@ -15,12 +15,15 @@ import dataclasses
 import datetime
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import platform
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pandas as pd
@@ -28,7 +31,7 @@ import papermill
 import torch
 from tqdm.auto import tqdm
 
-from sr_lib.atomic import write_text
+from sr_lib.atomic import terminate_as_interrupt, write_text
 from sr_lib.experiment import RunConfig
 from sr_lib.findings import FINDINGS, evaluate_findings, write_findings
 from sr_lib.paths import PROJECT_ROOT, notebooks_dir, reports_dir
@@ -124,28 +127,128 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 4))
 
 
-def _train_in_worker(config: RunConfig, runs_root: Path, force: bool, threads: int) -> tuple[str, str]:
-    """One run in a worker process (no progress bars); returns its status and error."""
+PARENT_GONE_GRACE_S = 120  # a worker whose parent died gets this long to checkpoint, then exits
+
+
+def _exit_with_parent() -> None:
+    """In a worker: when the parent process dies, SIGTERM ourselves (training saves a
+    checkpoint and stops), and exit outright after `PARENT_GONE_GRACE_S` if that hangs."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(PARENT_GONE_GRACE_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _train_in_worker(config: RunConfig, runs_root: Path, force: bool, threads: int, report: Connection) -> None:
+    """One run in a worker process (no progress bars); sends back its status and error, or
+    'interrupted' when SIGTERM/SIGINT stopped it (its checkpoint is saved)."""
+    _exit_with_parent()
     torch.set_num_threads(threads)
-    result = run_experiment(config, runs_root, force=force, progress=False)
-    return result.status, result.error or ""
+    try:
+        result = run_experiment(config, runs_root, force=force, progress=False)
+        outcome = (result.status, result.error or "")
+    except KeyboardInterrupt as err:  # TrainingInterrupted, or Ctrl-C outside the training loop
+        outcome = ("interrupted", str(err))
+    except Exception as err:
+        outcome = ("failed", f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}")
+    report.send(outcome)
+    report.close()
+
+
+@dataclasses.dataclass
+class _Worker:
+    run: PlannedRun
+    process: multiprocessing.process.BaseProcess
+    reader: Connection
+
+    def outcome(self) -> tuple[str, str]:
+        """Its (status, error), once the process has ended."""
+        self.process.join()
+        try:
+            if self.reader.poll():
+                return self.reader.recv()
+        except (EOFError, OSError):
+            pass
+        finally:
+            self.reader.close()
+        if self.process.exitcode in (-signal.SIGTERM, -signal.SIGINT):  # stopped outside the training loop
+            return "interrupted", f"worker stopped by signal {-self.process.exitcode}"
+        return "failed", f"worker process exited with code {self.process.exitcode} (out of memory? killed?)"
+
+
+def _stop_workers(running: Sequence[_Worker], grace: float = 60.0) -> None:
+    """SIGTERM every live worker (each saves a checkpoint), wait up to `grace` s, then kill."""
+    for w in running:
+        if w.process.is_alive():
+            w.process.terminate()
+    deadline = time.time() + grace
+    for w in running:
+        w.process.join(max(0.0, deadline - time.time()))
+        if w.process.is_alive():
+            w.process.kill()
+            w.process.join()
+        w.reader.close()
+
+
+def _run_side_by_side(to_train: Sequence[PlannedRun], runs_root: Path, *, force: bool, workers: int,
+                      progress: bool) -> list[tuple[PlannedRun, str, str]]:
+    """Train `to_train` in up to `workers` spawned processes, one per run; returns (run,
+    status, error) for each. An interrupted run (Ctrl-C, or SIGTERM to us or to a worker)
+    starts nothing new: the other workers are stopped, each saving its checkpoint, and
+    KeyboardInterrupt is raised. Workers also stop when this process dies."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
+    pending, running, outcomes = list(to_train), [], []
+    bar = tqdm(total=len(pending), desc=f"runs ({workers} side by side)", unit="run", disable=not progress)
+    try:
+        with terminate_as_interrupt():
+            while pending or running:
+                while pending and len(running) < workers:
+                    p = pending.pop(0)
+                    reader, writer = context.Pipe(duplex=False)
+                    process = context.Process(target=_train_in_worker, args=(p.config, runs_root, force, threads, writer),
+                                              name=f"sr-lib {p.config.method} seed {p.config.seed}")
+                    process.start()
+                    writer.close()
+                    running.append(_Worker(p, process, reader))
+                ended = multiprocessing.connection.wait([w.process.sentinel for w in running])
+                for w in [w for w in running if w.process.sentinel in ended]:
+                    running.remove(w)
+                    status, error = w.outcome()
+                    if status == "interrupted":
+                        raise KeyboardInterrupt(f"{w.run.config.method} seed {w.run.config.seed}: {error}")
+                    outcomes.append((w.run, status, error))
+                    bar.set_postfix_str(f"{w.run.config.method} seed {w.run.config.seed} {status}")
+                    bar.update()
+    finally:
+        _stop_workers(running)
+        bar.close()
+    return outcomes
 
 
 def run_all(planned: Sequence[PlannedRun], runs_root: Path, *, force: bool = False, workers: int = 1,
             progress: bool = True) -> list[str]:
     """Train (or reuse) every planned run; returns one line per failed run. With `workers` > 1
     the runs to train go to that many spawned processes, each with `cpu_count // workers`
-    threads; a run shared by two studies trains once (`run_experiment` locks its folder)."""
+    threads; a run shared by two studies trains once (`run_experiment` locks its folder).
+    Interrupted (Ctrl-C, SIGTERM), it raises KeyboardInterrupt with every checkpoint saved."""
     def failure(p: PlannedRun, error: str) -> str:
         return f"{p.study}: {p.config.method} on {p.config.scenario} {p.config.contrast} seed {p.config.seed}: {error}"
 
-    failed = []
     unique: dict[str, PlannedRun] = {}
     for p in planned:
         if p.state != "n/a":
             unique.setdefault(json.dumps(p.config.to_dict(), sort_keys=True, default=str), p)
     to_train = [p for p in unique.values() if p.state == "train"]
     if workers <= 1 or len(to_train) < 2:
+        failed = []
         bar = tqdm(planned, desc="runs", unit="run", disable=not progress)
         for p in bar:
             bar.set_postfix_str(f"{p.study}: {p.config.scenario} {p.config.method} seed {p.config.seed} ({p.state})")
@@ -155,22 +258,8 @@ def run_all(planned: Sequence[PlannedRun], runs_root: Path, *, force: bool = Fal
         return failed
     for p in to_train:  # build each prepared-data cache entry once, before workers race to it
         prepare_data(p.config)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(_train_in_worker, p.config, runs_root, force, threads): p for p in to_train}
-        bar = tqdm(as_completed(futures), total=len(futures), desc=f"runs ({workers} side by side)", unit="run",
-                   disable=not progress)
-        for future in bar:
-            p = futures[future]
-            bar.set_postfix_str(f"{p.config.method} seed {p.config.seed} done")
-            try:
-                status, error = future.result()
-            except Exception as err:  # a worker that died (out of memory, killed)
-                status, error = "failed", f"{type(err).__name__}: {err}"
-            if status == "failed":
-                failed.append(failure(p, error))
-    return failed
+    outcomes = _run_side_by_side(to_train, runs_root, force=force, workers=workers, progress=progress)
+    return [failure(p, error) for p, status, error in outcomes if status == "failed"]
 
 
 def plan_table(planned: Sequence[PlannedRun]) -> pd.DataFrame:

@@ -5,6 +5,12 @@ figures are intact, n/a cells, the dry run, and portable executed notebooks."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -111,3 +117,89 @@ def test_runs_side_by_side_give_the_same_folders_and_numbers_as_one_by_one(tmp_p
         assert a.status == b.status == "done"
         np.testing.assert_allclose(a.metrics["psnr"], b.metrics["psnr"], rtol=1e-5)
     assert all(p.state == "reuse" for p in plan([two], tmp_path / "parallel", profile="test"))
+
+
+_SLOW_REPORT = '''
+import sys
+from pathlib import Path
+
+from sr_lib.experiment import RunConfig
+from sr_lib.pipeline import PlannedRun, run_all
+
+if __name__ == "__main__":
+    options = {"steps": 1_000_000, "patience": 0}  # trains until stopped
+    planned = [PlannedRun("slow", RunConfig(method="srcnn", scenario="SR-B", profile="test", seed=seed,
+                                            options=options), "train") for seed in range(4)]
+    try:
+        run_all(planned, Path(sys.argv[1]), workers=2, progress=False)
+    except KeyboardInterrupt as err:
+        print(f"interrupted: {err}", flush=True)
+        sys.exit(130)
+'''
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The spawned worker processes of `pid` (not multiprocessing's resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _start_slow_report(tmp_path: Path) -> tuple[subprocess.Popen, list[int], Path]:
+    """A report of four endless runs on two workers, once both workers are training."""
+    script, runs = tmp_path / "slow_report.py", tmp_path / "runs"
+    script.write_text(_SLOW_REPORT)
+    env = {**os.environ, "SR_LIB_CACHE": str(tmp_path / "cache")}
+    parent = subprocess.Popen([sys.executable, str(script), str(runs)], env=env, stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        workers = _workers_of(parent.pid)
+        if len(workers) == 2 and len(list(runs.glob("*/*/config.json"))) == 2:
+            time.sleep(8)  # into the training loop (imports, data, nets)
+            return parent, workers, runs
+        assert parent.poll() is None, "the report ended before its workers started"
+        time.sleep(0.5)
+    parent.kill()
+    raise AssertionError("the two workers did not start within 120 s")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to find the workers")
+def test_a_report_stops_when_one_worker_is_interrupted_and_starts_nothing_new(tmp_path):
+    parent, workers, runs = _start_slow_report(tmp_path)
+    os.kill(workers[0], signal.SIGTERM)
+    out, _ = parent.communicate(timeout=120)
+    assert parent.returncode == 130 and "interrupted" in out
+    assert not any(_alive(w) for w in workers)
+    folders = [p for p in runs.glob("*/*") if p.is_dir()]
+    assert len(folders) == 2  # the two queued runs never started
+    for folder in folders:  # both stopped runs saved a checkpoint to resume from, and are not marked done
+        assert (folder / "checkpoint.pt").exists() and not (folder / "status.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to find the workers")
+def test_workers_stop_and_checkpoint_when_the_report_process_dies(tmp_path):
+    parent, workers, runs = _start_slow_report(tmp_path)
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 90
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not any(_alive(w) for w in workers)
+    folders = [p for p in runs.glob("*/*") if p.is_dir()]
+    assert len(folders) == 2 and all((f / "checkpoint.pt").exists() for f in folders)
