@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sr_lib.nets.discriminators import ConvCritic
+
 
 def decaying_widths(num_blocks: int = 12, first: int = 64, last: int = 16, gamma: float = 1.5) -> list[int]:
     """Filters of the feature-extraction blocks: from `first` down to `last` along
@@ -96,7 +98,7 @@ class _InstanceNorm(nn.InstanceNorm2d):
         return super().forward(x)
 
 
-class CircleDiscriminator(nn.Module):
+class CircleDiscriminator(ConvCritic):
     """GAN-CIRCLE's critic (You et al. 2019, Fig. 3; Lyu et al. 2018): 4 stages, each of two
     3x3 convolutions (bias, stride 1 then 2) with instance norm (affine; not after the first
     convolution) and LeakyReLU(0.2); filters (f, f, 2f, 2f, 4f, 4f, 8f, 8f), f = `features`
@@ -110,22 +112,5 @@ class CircleDiscriminator(nn.Module):
     """
 
     def __init__(self, *, in_channels: int = 1, features: int = 64, pool_size: int = 4) -> None:
-        super().__init__()
-        if features < 1 or pool_size < 1:
-            raise ValueError(f"features and pool_size must be positive, got {features} and {pool_size}")
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for i, mult in enumerate((1, 1, 2, 2, 4, 4, 8, 8)):
-            out = features * mult
-            layers.append(nn.Conv2d(channels, out, 3, stride=1 + i % 2, padding=1))
-            if i > 0:
-                layers.append(_InstanceNorm(out, affine=True))
-            layers.append(nn.LeakyReLU(0.2, inplace=True))
-            channels = out
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(pool_size), nn.Flatten())
-        self.classifier = nn.Sequential(
-            nn.Linear(channels * pool_size**2, 16 * features), nn.LeakyReLU(0.2, inplace=True),
-            nn.Linear(16 * features, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        super().__init__(in_channels=in_channels, features=features, multipliers=(1, 1, 2, 2, 4, 4, 8, 8),
+                         norm=lambda c: _InstanceNorm(c, affine=True), pool_size=pool_size)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sr_lib.nets.discriminators import ConvCritic
+
 PADDINGS = ("valid", "same")
 
 
@@ -62,7 +64,7 @@ class CPCE(nn.Module):
         return self.relu(x) if self.out_activation else x
 
 
-class CPCEDiscriminator(nn.Module):
+class CPCEDiscriminator(ConvCritic):
     """GAN-CPCE's critic (Lyu et al. 2018; Shan et al. 2018): six 3x3 convolutions with
     (f, f, 2f, 2f, 4f, 4f) filters, f = `features` (64 in the paper), strides 1 and 2
     alternating (stride 1 on the odd layers), 'same' padding, LeakyReLU(0.2) after each; then
@@ -76,19 +78,5 @@ class CPCEDiscriminator(nn.Module):
     """
 
     def __init__(self, *, in_channels: int = 1, features: int = 64, pool_size: int = 8) -> None:
-        super().__init__()
-        if features < 1 or pool_size < 1:
-            raise ValueError(f"features and pool_size must be positive, got {features} and {pool_size}")
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for i, mult in enumerate((1, 1, 2, 2, 4, 4)):
-            layers += [nn.Conv2d(channels, features * mult, 3, stride=1 + i % 2, padding=1),
-                       nn.LeakyReLU(0.2, inplace=True)]
-            channels = features * mult
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(pool_size), nn.Flatten())
-        self.classifier = nn.Sequential(
-            nn.Linear(channels * pool_size**2, 16 * features), nn.LeakyReLU(0.2, inplace=True),
-            nn.Linear(16 * features, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        super().__init__(in_channels=in_channels, features=features, multipliers=(1, 1, 2, 2, 4, 4), norm=None,
+                         pool_size=pool_size)
