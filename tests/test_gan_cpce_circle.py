@@ -182,8 +182,9 @@ def test_fit_and_predict_are_seeded_and_reload(name, factors, tmp_path, monkeypa
     np.testing.assert_array_equal(reloaded.predict(observation), first)
 
 
-def test_gan_circle_has_the_papers_generator_width_at_full_and_a_quarter_of_it_at_quick():
+def test_gan_circle_has_the_papers_widths_at_full_and_smaller_nets_below():
     from sr_lib.profiles import get_profile
 
-    widths = [method_class("gan-circle").Options.resolve(get_profile(p), {}).features for p in ("test", "quick", "full")]
-    assert widths == [4, 16, 64]
+    options = [method_class("gan-circle").Options.resolve(get_profile(p), {}) for p in ("test", "quick", "full")]
+    assert [o.features for o in options] == [4, 8, 64]
+    assert [o.discriminator_features for o in options] == [8, 16, 64]
