@@ -137,7 +137,7 @@ STUDIES: dict[str, Study] = {
         scenarios=("kspace-2x",),
         contrasts=("T2",),
         methods=("input", "srcnn", "srresnet", "gan-cpce", "gan-circle"),
-        seeds=3,
+        seeds=2,
         paper_results=(
             PaperResult("gan-cpce", "kspace-2x", "T2", 33.20, 0.9563, _LYU, _LYU_NOTE),
             PaperResult("gan-circle", "kspace-2x", "T2", 32.30, 0.9465, _LYU, _LYU_NOTE),
@@ -168,7 +168,7 @@ STUDIES: dict[str, Study] = {
         scenarios=("kspace-2x",),
         contrasts=("T2",),
         methods=("input", "dcsrn-l1", "dcsrn-l2", "dcsrn-perceptual"),
-        seeds=3,
+        seeds=2,
         paper_results=_7t_results({k: v for k, v in _7T_CNNS.items() if k.startswith("dcsrn")}, _7T2),
         ablation=True,
     ),

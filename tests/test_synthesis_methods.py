@@ -295,7 +295,7 @@ def test_profiles_cap_the_widths():
     assert (test.features, full.features) == (8, 16)
     assert METHODS["dcsrn"].Options.resolve(get_profile("quick"), {}).growth == 24
     dcgan = [METHODS["dcgan"].Options.resolve(get_profile(p), {}).features for p in ("test", "quick", "full")]
-    assert dcgan == [2, 8, 16]  # the paper's widths at full, half at quick
+    assert dcgan == [2, 4, 16]  # the paper's widths at full, a quarter at quick
 
 
 @pytest.mark.parametrize("name,bad,match", [

@@ -74,8 +74,7 @@ class DCGANOptions(PairedOptions):
     the gradient difference loss (presets). Ours: `adversarial_weight` 1e-3 with `l1` 1,
     `gradient` `GRADIENT_WEIGHT` (10) where on, `warmup` 0.25, `discriminator_features` 32, and `features`, the
     width of model 2/3's first layer (16 in the paper; every layer scales with it): the
-    profile's `features` / 4, at most 16, so `full` has the paper's widths, `quick` half of
-    them (8) and `test` 2."""
+    paper's 16 at `full`, a quarter of it (4) at `quick` and 2 at `test`."""
 
     adversarial: str = "bce"
     adversarial_weight: float = 1e-3
@@ -95,9 +94,10 @@ class DCGANOptions(PairedOptions):
 
     @classmethod
     def profile_defaults(cls, profile: Profile) -> dict[str, Any]:
-        # the paper's widths at `full`; half at `quick` (model 3 at full width is ~9 min per
-        # 600 CPU steps, which a 60-minute report cannot hold for 2 seeds x 4 models)
-        return {**super().profile_defaults(profile), "features": min(16, max(profile.features // 4, 1)),
+        # the paper's widths at `full`; a quarter at `quick`: at half width models 2-4 took
+        # 5-9 CPU minutes per 600 steps, which a 60-minute report cannot hold for 2 seeds
+        full = profile.features >= 64
+        return {**super().profile_defaults(profile), "features": 16 if full else max(profile.features // 8, 2),
                 "discriminator_features": min(32, profile.features)}
 
 
