@@ -309,3 +309,13 @@ def test_profiles_cap_the_widths():
 def test_options_refuse_bad_values(name, bad, match):
     with pytest.raises(ValueError, match=match):
         build(name, factors=(1, 1, 1), profile="test", **bad)
+
+
+def test_dcgan_model1_keeps_the_papers_size_in_every_profile_while_model2_shrinks():
+    def generator_size(name: str, profile: str) -> int:
+        method = build(name, factors=(1, 1, 1), profile=profile)
+        return sum(p.numel() for p in method.nets["generator"].parameters())
+
+    assert {generator_size("7t-m1", p) for p in ("test", "quick", "full")} == {7065}
+    assert generator_size("7t-m2", "full") == 458_385  # Table 3's count
+    assert generator_size("7t-m2", "quick") < generator_size("7t-m2", "full") // 8
