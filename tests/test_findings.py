@@ -1,5 +1,5 @@
 """The papers' findings checked with paired bootstrap intervals: known differences give the
-known verdicts, and the seam finding reads the stitched rows of the seam table."""
+known verdicts, and the seam finding subtracts the whole-slice control from the stitched rows."""
 
 from __future__ import annotations
 
@@ -40,13 +40,16 @@ def test_pairs_are_by_subject_and_seed_so_subject_spread_does_not_hide_a_gap():
     assert verdict(paired_difference(frame, "a", "b", "psnr")) == "holds"
 
 
-def test_evaluate_findings_uses_each_study_and_the_stitched_seam_rows(tmp_path):
+def test_evaluate_findings_uses_each_study_and_the_seams_stitching_adds(tmp_path):
     tidy = cells({"gan-cpce": 1.0, "gan-circle": 0.0}, noise=0.05).assign(study="cpce-circle")
+    # model 5's stitched ratio is 2 above its whole-slice control; model 7 is 0.5 higher on
+    # those lines with or without stitching, which is no seam
+    control = {"7t-m5": 1.0, "7t-m7": 1.5}
     seams = pd.DataFrame([{"method": m, "subject": f"sub-{i}", "seed": 0, "inference": mode,
-                           "jump_ratio": (3.0 if m == "7t-m5" else 1.0) if mode == "stitch" else 1.0}
+                           "jump_ratio": control[m] + (2.0 if (m, mode) == ("7t-m5", "stitch") else 0.0)}
                           for m in ("7t-m5", "7t-m7") for i in range(4) for mode in ("stitch", "whole")])
     chosen = [f for f in FINDINGS if f.study == "cpce-circle" and f.metric == "psnr"] + \
-             [f for f in FINDINGS if f.metric == "seam_ratio"] + \
+             [f for f in FINDINGS if f.metric == "seam_excess"] + \
              [Finding("7t-models", "x", "y", "7t-m2", "dcsrn-l1", "ssim")]
     table = evaluate_findings(tidy, seams, findings=chosen, n_boot=500)
     assert list(table["verdict"]) == ["holds", "holds", "not run"]
