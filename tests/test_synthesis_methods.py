@@ -319,3 +319,12 @@ def test_dcgan_model1_keeps_the_papers_size_in_every_profile_while_model2_shrink
     assert {generator_size("7t-m1", p) for p in ("test", "quick", "full")} == {7065}
     assert generator_size("7t-m2", "full") == 458_385  # Table 3's count
     assert generator_size("7t-m2", "quick") < generator_size("7t-m2", "full") // 8
+
+
+@pytest.mark.parametrize("name", ["7t-m1", "7t-m2", "7t-m3", "7t-m4", "7t-m5", "7t-m9"])
+def test_the_7t_generators_start_at_their_input(name):
+    method = build(name, factors=(1, 1, 1), profile="test")
+    method.train_mode(False)
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(method.forward(x), x)
