@@ -164,7 +164,9 @@ class GANCircleMethod(NetMethod):
     for. In the report's seeds at those weights (600 steps, no `zero_init`) it ended at the
     input: 26.05 and 26.02 dB on validation, 24.62 dB on the test brains against the
     input's 24.49. With both weights at a tenth (`cycle` 0.1, `identity` 0.05, the
-    defaults) it learns: 26.21, 26.62 and 26.85 dB at steps 100-300, above L1 alone.
+    defaults) it learns: 26.21, 26.62 and 26.85 dB at steps 100-300, above L1 alone. In the
+    report's two seeds it reaches 27.78 and 27.17 dB on validation and 26.39 dB on the test
+    brains, 1.9 dB above the input and 0.4 dB below GAN-CPCE.
     """
 
     name = "gan-circle"
