@@ -118,7 +118,7 @@ STUDIES: dict[str, Study] = {
         scenarios=("kspace-2x", "SR-B"),
         contrasts=("T2",),
         methods=("input", "nearest", "bicubic", "srcnn", "srresnet", "srgan"),
-        seeds=3,
+        seeds=2,
         paper_results=(
             PaperResult("bicubic", "SR-B", "T2", 29.92, 0.8617, _XU_TABLE1, _XU_NOTE),
             PaperResult("srcnn", "SR-B", "T2", 32.52, 0.8996, _XU_TABLE1, _XU_NOTE),
