@@ -39,6 +39,12 @@ class Profile:
     def n_train(self) -> int:
         return self.n_subjects - self.n_val - self.n_test
 
+    @property
+    def paper_sized(self) -> bool:
+        """Whether methods build their papers' widths (the `full` profile, width 64); below it
+        each method's `profile_defaults` shrinks its nets so that the CPU profiles fit."""
+        return self.features >= 64
+
 
 PROFILES: dict[str, Profile] = {
     "test": Profile(

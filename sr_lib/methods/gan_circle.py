@@ -116,7 +116,7 @@ class GANCircleOptions(TrainOptions):
 
     @classmethod
     def profile_defaults(cls, profile: Profile) -> dict[str, Any]:
-        full = profile.features >= 64  # the paper's widths; a quarter (generator), a half (critics) below
+        full = profile.paper_sized  # the paper's widths; a quarter (generator), a half (critics) below
         return {**super().profile_defaults(profile),
                 "features": 64 if full else max(profile.features // 4, 4),
                 "discriminator_features": 64 if full else max(profile.features // 2, 8)}

@@ -60,9 +60,8 @@ class GANCPCEOptions(PairedOptions):
 
     @classmethod
     def profile_defaults(cls, profile: Profile) -> dict[str, Any]:
-        full = profile.features >= 64
         return {**super().profile_defaults(profile), "features": min(32, profile.features),
-                "discriminator_features": 64 if full else max(profile.features // 2, 8)}
+                "discriminator_features": 64 if profile.paper_sized else max(profile.features // 2, 8)}
 
 
 class GANCPCEMethod(PairedNetMethod):

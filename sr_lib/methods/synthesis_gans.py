@@ -107,8 +107,8 @@ class DCGANOptions(PairedOptions):
     def profile_defaults(cls, profile: Profile) -> dict[str, Any]:
         # the paper's widths at `full`; a quarter at `quick`: at half width models 2-4 took
         # 5-9 CPU minutes per 600 steps, which a 60-minute report cannot hold for 2 seeds
-        full = profile.features >= 64
-        return {**super().profile_defaults(profile), "features": 16 if full else max(profile.features // 8, 2),
+        return {**super().profile_defaults(profile),
+                "features": 16 if profile.paper_sized else max(profile.features // 8, 2),
                 "discriminator_features": min(32, profile.features)}
 
 
