@@ -84,7 +84,9 @@ def load_source(spec: DataSpec) -> Dataset:
 
 
 def dataset_fingerprint(dataset: Dataset, spec: DataSpec) -> str:
-    """The phantom's format version; for files, a hash of each file's name, size and mtime."""
+    """The phantom's format version; for files, a hash of each file's name, size and mtime (and,
+    where a participant has several sessions or runs, of the split by participant that made
+    them share a split: runs and cached data from before it are not reused)."""
     if spec.dataset == "phantom":
         return f"phantom-v{PHANTOM_FORMAT}"
     digest = hashlib.sha1()
@@ -92,6 +94,8 @@ def dataset_fingerprint(dataset: Dataset, spec: DataSpec) -> str:
         path = dataset.path(subject, spec.contrast)
         stat = path.stat()
         digest.update(f"{subject}|{path.name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    if len(dataset.participants()) < len(dataset.subjects()):  # split by participant since issue 13: new split
+        digest.update(b"split by participant\n")
     return f"files-{digest.hexdigest()[:12]}"
 
 

@@ -17,6 +17,7 @@ from sr_lib.data import (
     PairedPatchSampler,
     Record,
     SliceDataset,
+    Split,
     UnpairedPatchSampler,
     folder_dataset,
     iter_slices,
@@ -30,6 +31,7 @@ from sr_lib.data import (
     split_subjects,
     subject_tissues,
 )
+from sr_lib.data.folders import contrast_in_name, parse_bids, participant_of
 from sr_lib.io import VolumeError
 from sr_lib.profiles import get_profile
 
@@ -106,7 +108,9 @@ def test_phantom_dataset_cache(test_phantom, phantom_root, monkeypatch):
     folder = phantom_root / "test-seed0"
     assert test_phantom.subjects() == [f"sub-{i:03d}" for i in range(TEST.n_subjects)]
     assert test_phantom.contrasts() == list(CONTRASTS) == ["PD", "T1", "T2"]
-    assert (folder / "sub-000_T1.nii.gz").is_file() and (folder / "manifest.csv").is_file()
+    assert (folder / "sub-000_T1w.nii.gz").is_file() and (folder / "manifest.csv").is_file()  # BIDS suffixes
+    assert sorted(p.name for p in folder.glob("sub-000_*")) == ["sub-000_PDw.nii.gz", "sub-000_T1w.nii.gz", "sub-000_T2w.nii.gz"]
+    assert "sub-000,T1w,sub-000_T1w.nii.gz" in (folder / "manifest.csv").read_text()
     assert not [p for p in phantom_root.iterdir() if p.name.startswith(".")]  # no partial folder left
     mtimes = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
 
@@ -132,22 +136,22 @@ def test_phantom_dataset_cache(test_phantom, phantom_root, monkeypatch):
 def test_phantom_incomplete_or_stale_cache_is_regenerated(tmp_path):
     folder = tmp_path / "test-seed3"
     folder.mkdir()
-    (folder / "sub-000_T1.nii.gz").write_bytes(b"half a file")  # an interrupted run without phantom.json
+    (folder / "sub-000_T1w.nii.gz").write_bytes(b"half a file")  # an interrupted run without phantom.json
     dataset = phantom_dataset("test", seed=3, root=tmp_path)
     assert dataset.load("sub-000", "T1").shape == simulate_subject(0, profile="test", seed=3)["T1"].shape
 
     meta = json.loads((folder / "phantom.json").read_text())
     (folder / "phantom.json").write_text(json.dumps({**meta, "format": -1}))
-    before = (folder / "sub-000_T1.nii.gz").stat().st_mtime_ns
+    before = (folder / "sub-000_T1w.nii.gz").stat().st_mtime_ns
     phantom_dataset("test", seed=3, root=tmp_path)
-    assert (folder / "sub-000_T1.nii.gz").stat().st_mtime_ns != before
+    assert (folder / "sub-000_T1w.nii.gz").stat().st_mtime_ns != before
     assert json.loads((folder / "phantom.json").read_text()) == meta
 
 
 def test_phantom_uses_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("SR_LIB_CACHE", str(tmp_path))
     dataset = phantom_dataset("test", seed=5)
-    assert dataset.path("sub-000", "PD") == tmp_path / "phantom" / "test-seed5" / "sub-000_PD.nii.gz"
+    assert dataset.path("sub-000", "PD") == tmp_path / "phantom" / "test-seed5" / "sub-000_PDw.nii.gz"
 
 
 # --- Dataset ---------------------------------------------------------------------------------
@@ -287,6 +291,207 @@ def test_split_for_profile(test_phantom):
     split = split_for_profile(test_phantom, "test", seed=0)
     assert (len(split.train), len(split.val), len(split.test)) == (TEST.n_train, TEST.n_val, TEST.n_test)
     assert split_for_profile(test_phantom, "test", seed=0) == split
+
+
+def test_split_of_ids_that_are_their_own_participants_is_unchanged():
+    # golden values from the per-subject split before issue 13: phantom, IXI and other
+    # non-BIDS datasets keep their splits (and so their cached runs stay valid)
+    subjects = [f"s{i:02d}" for i in range(20)]
+    assert split_subjects(subjects, n_val=3, n_test=5, seed=7) == Split(
+        train=("s00", "s01", "s02", "s04", "s05", "s06", "s07", "s09", "s11", "s17", "s18", "s19"),
+        val=("s10", "s15", "s16"), test=("s03", "s08", "s12", "s13", "s14"))
+    assert split_subjects([f"sub-{i:03d}" for i in range(6)], n_val=1, n_test=2, seed=0) == Split(
+        train=("sub-000", "sub-001", "sub-004"), val=("sub-005",), test=("sub-002", "sub-003"))
+
+
+# --- BIDS names: sessions and runs of one participant share a split -------------------------
+
+
+@pytest.mark.parametrize("name, entities, suffix", [
+    ("sub-01_T1w.nii.gz", (("sub", "01"),), "T1w"),
+    ("sub-01_ses-2_acq-fast_run-1_T2w.nii", (("sub", "01"), ("ses", "2"), ("acq", "fast"), ("run", "1")), "T2w"),
+    ("sub-A7_desc-srcnnKspace2x_PDw.nii.gz", (("sub", "A7"), ("desc", "srcnnKspace2x")), "PDw"),
+    ("sub-01_FLAIR.nii.gz", (("sub", "01"),), "FLAIR"),
+])
+def test_parse_bids(name, entities, suffix):
+    parsed = parse_bids(Path("anywhere") / name)
+    assert (parsed.entities, parsed.suffix) == (entities, suffix)
+    assert parsed.participant == "sub-" + entities[0][1]
+
+
+@pytest.mark.parametrize("name", [
+    "IXI002-Guys-0828-T1.nii.gz", "scan-PD.nii", "scan.nii.gz", "sub-01.nii.gz", "ses-1_sub-01_T1w.nii.gz",
+    "sub-01_brain_T1w.nii.gz", "sub-01_run-1_run-2_T1w.nii.gz", "sub-01_ses-1_T1w-x.nii.gz",
+])
+def test_parse_bids_refuses_names_that_are_not_bids(name):
+    assert parse_bids(Path(name)) is None
+
+
+@pytest.mark.parametrize("subject, participant", [
+    ("sub-01", "sub-01"), ("sub-01_ses-2", "sub-01"), ("sub-01_ses-2_acq-fast_run-3", "sub-01"),
+    ("IXI002-Guys-0828", "IXI002-Guys-0828"), ("scan", "scan"), ("sub-01_brain", "sub-01_brain"),
+    ("case-7", "case-7"), ("sub-01-x", "sub-01-x"),
+])
+def test_participant_of(subject, participant):
+    assert participant_of(subject) == participant
+
+
+@pytest.mark.parametrize("name, contrast", [
+    ("sub-01_ses-1_T1w.nii.gz", "T1"), ("IXI002-Guys-0828-PD.nii.gz", "PD"), ("scan-t2.nii", "T2"),
+    ("sub-01_FLAIR.nii.gz", "FLAIR"), ("sub-01_T2starw.nii.gz", "T2starw"),
+    ("scan.nii.gz", None), ("sub-01_mask.nii.gz", None), ("IXI002-Guys-0828-MRA.nii.gz", None),
+])
+def test_contrast_in_name(name, contrast):
+    assert contrast_in_name(Path(name)) == contrast
+
+
+def bids_folder(root: Path) -> dict[str, list[str]]:
+    """A BIDS tree: 7 participants, some with two sessions, one with two runs in a session,
+    one with a T2w from another acquisition; returns participant -> its subject ids."""
+    sessions = {"01": ["1", "2"], "02": ["1"], "03": ["a", "b"], "04": [], "05": ["1", "2"], "06": [], "07": ["pre"]}
+    expected: dict[str, list[str]] = {}
+    for label, sess in sessions.items():
+        for ses in sess or [None]:
+            folder = root / f"sub-{label}" / (f"ses-{ses}" if ses else "") / "anat"
+            prefix = f"sub-{label}" + (f"_ses-{ses}" if ses else "")
+            for contrast in ("T1w", "T2w"):
+                write_nifti(folder / f"{prefix}_{contrast}.nii.gz")
+            expected.setdefault(f"sub-{label}", []).append(prefix)
+    # two runs of one session, and an acq- entity: each its own scan of the same person
+    write_nifti(root / "sub-02" / "ses-1" / "anat" / "sub-02_ses-1_run-2_T2w.nii.gz")
+    write_nifti(root / "sub-06" / "anat" / "sub-06_acq-fast_T2w.nii.gz")
+    write_nifti(root / "sub-06" / "anat" / "sub-06_T2starw.nii.gz")  # not a modelled contrast: ignored
+    (root / "dataset_description.json").write_text('{"Name": "test", "BIDSVersion": "1.9.0"}')
+    expected["sub-02"].append("sub-02_ses-1_run-2")
+    expected["sub-06"].append("sub-06_acq-fast")
+    return {person: sorted(ids) for person, ids in expected.items()}
+
+
+def test_bids_folder_sessions_and_runs_are_scans_of_one_participant(tmp_path):
+    expected = bids_folder(tmp_path)
+    dataset = folder_dataset(tmp_path)
+    assert dataset.participants() == sorted(expected)
+    assert dataset.subjects() == sorted(s for ids in expected.values() for s in ids)
+    assert "12 subjects of 7 participants" in repr(dataset)
+    assert dataset.path("sub-01_ses-2", "T1w") == tmp_path / "sub-01" / "ses-2" / "anat" / "sub-01_ses-2_T1w.nii.gz"
+    assert dataset.select("T1").subjects() == sorted(set(dataset.subjects()) - {"sub-02_ses-1_run-2", "sub-06_acq-fast"})
+    assert dataset.load("sub-03_ses-b", "T2").subject == "sub-03_ses-b"
+
+
+@pytest.fixture(scope="module")
+def bids_tree(tmp_path_factory) -> tuple[Path, dict[str, list[str]]]:
+    root = tmp_path_factory.mktemp("bids")
+    return root, bids_folder(root)
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_sessions_of_one_participant_never_span_splits(bids_tree, seed):
+    root, expected = bids_tree
+    dataset = folder_dataset(root)
+    split = split_subjects(dataset.subjects(), n_val=2, n_test=2, seed=seed)
+    where = {s: name for name in ("train", "val", "test") for s in getattr(split, name)}
+    assert sorted(where) == dataset.subjects()  # every scan is used, once
+    for person, ids in expected.items():
+        assert len({where[s] for s in ids}) == 1, (person, {s: where[s] for s in ids})
+    # n_val and n_test count participants
+    assert len({participant_of(s) for s in split.test}) == 2 and len({participant_of(s) for s in split.val}) == 2
+    assert split_for_profile(dataset, "test", seed=seed) == split_subjects(
+        dataset.subjects(), n_val=TEST.n_val, n_test=TEST.n_test, seed=seed)
+
+
+def test_split_by_participant_counts_and_errors():
+    ids = ["sub-01_ses-1", "sub-01_ses-2", "sub-02_ses-1", "sub-02_ses-2", "sub-03"]
+    with pytest.raises(ValueError, match=r"3 participants \(5 subject ids\) are too few for n_val=1, n_test=2"):
+        split_subjects(ids, n_val=1, n_test=2)
+    split = split_subjects(ids, n_val=1, n_test=1, seed=0)
+    assert sorted(split.train + split.val + split.test) == ids
+    assert {len(split.train), len(split.val), len(split.test)} <= {1, 2}
+
+
+def test_manifest_session_ids_are_split_by_participant(tmp_path):
+    rows = ["subject,contrast,path"]
+    for person in range(6):
+        for ses in (1, 2):
+            write_nifti(tmp_path / f"p{person}s{ses}.nii.gz")
+            rows.append(f"sub-{person:02d}_ses-{ses},T2w,p{person}s{ses}.nii.gz")
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+    dataset = folder_dataset(tmp_path, manifest="list.csv")
+    assert dataset.participants() == [f"sub-{p:02d}" for p in range(6)]
+    for seed in range(10):
+        split = split_subjects(dataset.subjects(), n_val=1, n_test=2, seed=seed)
+        for name in ("train", "val", "test"):
+            ids = getattr(split, name)
+            assert sorted(ids) == sorted(f"{p}_ses-{s}" for p in {participant_of(i) for i in ids} for s in (1, 2))
+
+
+@pytest.mark.parametrize("path, problem", [
+    ("sub-02/anat/sub-01_T1w.nii.gz", "the name says sub-01 but it lies in folder sub-02"),
+    ("sub-01/ses-2/anat/sub-01_ses-1_T1w.nii.gz", "the name says ses-1 but it lies in folder ses-2"),
+    ("sub-01/ses-2/anat/sub-01_T1w.nii.gz", "the name says no ses- entity but it lies in folder ses-2"),
+])
+def test_bids_name_contradicting_its_folders_is_an_error_naming_the_file(tmp_path, path, problem):
+    write_nifti(tmp_path / "sub-03" / "anat" / "sub-03_T1w.nii.gz")
+    bad = write_nifti(tmp_path / path)
+    with pytest.raises(VolumeError) as err:
+        folder_dataset(tmp_path)
+    assert str(err.value).startswith(f"{bad}: {problem}") and "\n" not in str(err.value)
+
+
+def test_bids_root_inside_a_sub_folder_is_fine(tmp_path):
+    # only folders below the dataset root count: a root that itself lies in "sub-99" is no contradiction
+    write_nifti(tmp_path / "sub-99" / "data" / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
+    assert folder_dataset(tmp_path / "sub-99" / "data").subjects() == ["sub-01"]
+
+
+def test_derivatives_beside_their_source_are_skipped(tmp_path):
+    write_nifti(tmp_path / "sub-01_T2w.nii.gz")
+    write_nifti(tmp_path / "sub-01_desc-srcnnKspace2x_T2w.nii.gz")  # what `apply` writes next to its input
+    write_nifti(tmp_path / "sub-02_ses-1_desc-srcnnKspace2x_T2w.nii.gz")
+    write_nifti(tmp_path / "sub-02_ses-1_T2w.nii.gz")
+    write_nifti(tmp_path / "sub-03_desc-preproc_T1w.nii.gz")  # no source here: a derivatives dataset, used
+    dataset = folder_dataset(tmp_path)
+    assert [(r.subject, r.contrast, r.path.name) for r in dataset.records] == [
+        ("sub-01", "T2", "sub-01_T2w.nii.gz"), ("sub-02_ses-1", "T2", "sub-02_ses-1_T2w.nii.gz"),
+        ("sub-03_desc-preproc", "T1", "sub-03_desc-preproc_T1w.nii.gz")]
+    assert dataset.participants() == ["sub-01", "sub-02", "sub-03"]
+
+
+def test_fingerprint_changes_only_where_the_split_by_participant_changes_the_split(tmp_path):
+    # run identities hash the data fingerprint: datasets with one id per person keep theirs
+    # (their split is unchanged), datasets with sessions get a new one (their old split leaked)
+    import hashlib
+
+    from sr_lib.prepare import DataSpec, dataset_fingerprint
+
+    def before(dataset: Dataset) -> str:  # the fingerprint as computed before issue 13
+        digest = hashlib.sha1()
+        for subject in dataset.subjects():
+            path, stat = dataset.path(subject, "T2"), dataset.path(subject, "T2").stat()
+            digest.update(f"{subject}|{path.name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        return f"files-{digest.hexdigest()[:12]}"
+
+    spec = DataSpec("folder", str(tmp_path), "T2", "SR-B", 2, "paired", "test", 0)
+    for name in ("sub-01_T2w", "sub-02_ses-1_T2w", "IXI002-Guys-0828-T2", "scan-T2"):
+        write_nifti(tmp_path / "plain" / f"{name}.nii.gz")
+    plain = folder_dataset(tmp_path / "plain")
+    assert dataset_fingerprint(plain, spec) == before(plain)
+    for name in ("sub-01_ses-1_T2w", "sub-01_ses-2_T2w", "sub-02_T2w"):
+        write_nifti(tmp_path / "sessions" / f"{name}.nii.gz")
+    sessions = folder_dataset(tmp_path / "sessions")
+    assert dataset_fingerprint(sessions, spec) != before(sessions)
+
+
+def test_non_bids_names_parse_as_before(tmp_path):
+    for name in ("IXI002-Guys-0828-T1", "IXI002-Guys-0828-T2", "IXI012-HH-1211-PD"):
+        write_nifti(tmp_path / "ixi" / f"{name}.nii.gz")
+    write_nifti(tmp_path / "other" / "scan-PD.nii")
+    write_nifti(tmp_path / "other" / "case7_t2w.nii.gz")
+    ixi = ixi_dataset(tmp_path / "ixi")
+    assert ixi.subjects() == ixi.participants() == ["IXI002-Guys-0828", "IXI012-HH-1211"]
+    other = folder_dataset(tmp_path / "other")
+    assert [(r.subject, r.contrast) for r in other.records] == [("case7", "T2"), ("scan", "PD")]
+    assert other.participants() == ["case7", "scan"]
+    assert "subjects of" not in repr(other)
 
 
 # --- slices ----------------------------------------------------------------------------------

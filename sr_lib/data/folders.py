@@ -2,7 +2,15 @@
 
 A dataset is a table of (subject, contrast, path) records; every source (the phantom once it
 is cached, IXI, a user's folder) ends up as one. Contrast names are canonical upper case:
-"T1", "T2", "PD" (DESIGN.md, "Concepts").
+"T1", "T2", "PD" (DESIGN.md, "Concepts"); file names use their BIDS suffixes "T1w", "T2w",
+"PDw" (`bids_suffix`).
+
+BIDS names (``sub-01_ses-2_acq-fast_run-1_T1w.nii.gz``, also inside BIDS folders
+``sub-01/ses-2/anat/``): the subject id of a record is the name without its suffix
+(``sub-01_ses-2_acq-fast_run-1``), so every session and run is its own scan, and the
+*participant* (`participant_of`: ``sub-01``) is what train/val/test are split by, so one person
+never lands in two splits (`sr_lib.data.splits`). Non-BIDS ids (IXI's ``IXI002-Guys-0828``,
+``scan`` from ``scan-PD.nii``) are each their own participant, exactly as before.
 
 Subject ids become file and folder names downstream (predictions, run folders), so every id
 from a file name or a manifest must pass `check_subject_id`; manifest paths must lie inside
@@ -15,7 +23,7 @@ import csv
 import dataclasses
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from io import StringIO
 from pathlib import Path
 
@@ -36,6 +44,19 @@ _CONTRAST_SUFFIX = re.compile(r"^(?P<subject>.+?)[_-](?P<contrast>T1w?|T2w?|PDw?
 
 
 _SAFE_SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+# BIDS: key-label entity pairs joined by "_", then a suffix; keys and labels are alphanumeric
+_BIDS_ENTITY = re.compile(r"^(?P<key>[A-Za-z0-9]+)-(?P<label>[A-Za-z0-9]+)$")
+_BIDS_SUFFIX = re.compile(r"^[A-Za-z0-9]+$")
+#: the BIDS suffix of each contrast (file names); the keys stay the workbench's contrast names
+CONTRAST_SUFFIXES: dict[str, str] = {"PD": "PDw", "T1": "T1w", "T2": "T2w"}
+#: BIDS anatomical suffixes that name a contrast the workbench does not model (a name ending
+#: in one of them claims that contrast; see `contrast_in_name`)
+OTHER_BIDS_SUFFIXES: frozenset[str] = frozenset({
+    "T2starw", "FLAIR", "inplaneT1", "inplaneT2", "PDT2", "angio", "T1map", "T2map", "T2starmap", "R1map",
+    "R2map", "R2starmap", "PDmap", "MTRmap", "MTsat", "UNIT1", "T1rho", "MWFmap", "MTVmap", "Chimap",
+    "S0map", "M0map", "TB1map", "RB1map", "MP2RAGE", "MPM", "MTS", "MESE", "MEGRE", "VFA", "IRT1",
+})
 
 
 def check_subject_id(subject: str) -> str:
@@ -72,13 +93,105 @@ def nifti_stem(path: Path) -> str:
     return path.stem
 
 
+def bids_suffix(contrast: str) -> str:
+    """The BIDS suffix of a contrast: "T2" (or "t2w") -> "T2w"; a `KeyError` for others."""
+    return CONTRAST_SUFFIXES[canonical_contrast(contrast)]
+
+
+@dataclasses.dataclass(frozen=True)
+class BidsName:
+    """A parsed BIDS file name: its entities in file order and its suffix.
+
+    ``sub-01_ses-2_run-1_T1w`` -> entities (("sub", "01"), ("ses", "2"), ("run", "1")),
+    suffix "T1w".
+    """
+
+    entities: tuple[tuple[str, str], ...]
+    suffix: str
+
+    def get(self, key: str) -> str | None:
+        """The label of entity `key` ("ses" -> "2"), None if absent."""
+        return dict(self.entities).get(key)
+
+    @property
+    def participant(self) -> str:
+        """``sub-<label>``: the person, the unit of the train/val/test split."""
+        return f"sub-{self.get('sub')}"
+
+    def prefix(self, *, without: Sequence[str] = ()) -> str:
+        """The entities as written, joined by "_", leaving out the keys in `without`."""
+        return "_".join(f"{k}-{v}" for k, v in self.entities if k not in without)
+
+
+def _bids_entities(parts: Sequence[str]) -> tuple[tuple[str, str], ...] | None:
+    """Entity pairs if every part is ``key-label``, the first is ``sub-`` and no key repeats; else None."""
+    matches = [_BIDS_ENTITY.match(part) for part in parts]
+    if not matches or not all(matches) or matches[0]["key"] != "sub":
+        return None
+    entities = tuple((m["key"], m["label"]) for m in matches)
+    return entities if len({k for k, _ in entities}) == len(entities) else None
+
+
+def parse_bids(path: str | os.PathLike) -> BidsName | None:
+    """The BIDS entities and suffix of a file name (``sub-01[_ses-1][_acq-x]..._<suffix>.nii[.gz]``),
+    or None for a name that is not BIDS (IXI, ``scan-PD.nii``, ``sub-01_brain_T1w``)."""
+    *parts, suffix = nifti_stem(Path(path)).split("_")
+    entities = _bids_entities(parts)
+    if entities is None or not _BIDS_SUFFIX.match(suffix):
+        return None
+    return BidsName(entities, suffix)
+
+
+def participant_of(subject: str) -> str:
+    """The participant a subject id belongs to: ``sub-01`` for a BIDS id (``sub-01``,
+    ``sub-01_ses-2``, ``sub-01_ses-2_run-1``, as `parse_name` gives for BIDS names); any
+    other id (IXI's ``IXI002-Guys-0828``, ``scan``) is its own participant.
+
+    Train/val/test are dealt by participant (`sr_lib.data.splits.split_subjects`)."""
+    entities = _bids_entities(subject.split("_"))
+    return f"sub-{entities[0][1]}" if entities else subject
+
+
+def contrast_in_name(path: str | os.PathLike) -> str | None:
+    """The contrast a file name claims: "T1", "T2" or "PD" (IXI names, names ending in a
+    contrast token, BIDS suffixes T1w/T2w/PDw), another BIDS anatomical suffix as written
+    ("FLAIR", "T2starw": a contrast the workbench does not model), or None when the name
+    claims none (``scan.nii.gz``, ``sub-01_mask.nii.gz``)."""
+    if parsed := parse_name(Path(path)):
+        return parsed[1]
+    bids = parse_bids(path)
+    return bids.suffix if bids is not None and bids.suffix in OTHER_BIDS_SUFFIXES else None
+
+
 def parse_name(path: Path) -> tuple[str, str] | None:
-    """(subject, contrast) from an IXI name or a name ending in a contrast token, else None."""
+    """(subject, contrast) from an IXI name or a name ending in a contrast token, else None.
+
+    For a BIDS name the subject is everything before the suffix, every entity kept
+    (``sub-01_ses-2_run-1_T1w.nii.gz`` -> "sub-01_ses-2_run-1", "T1"): each session and run is
+    its own scan; `participant_of` groups them for the split."""
     if match := _IXI_NAME.match(path.name):
         return match["subject"], match["contrast"]
     if match := _CONTRAST_SUFFIX.match(nifti_stem(path)):
         return match["subject"], canonical_contrast(match["contrast"])
     return None
+
+
+def layout_problem(path: Path, root: Path | None = None) -> str:
+    """Why a BIDS-named file contradicts its BIDS folders ("" when it does not): a ``sub-<label>``
+    or ``ses-<label>`` folder above it (below `root`, else among its three parents, as in
+    ``sub-01/ses-1/anat/``) must match the name's own ``sub-`` and ``ses-`` entities; the
+    file would otherwise count as another person or session than the folder says."""
+    name = parse_bids(path)
+    if name is None:
+        return ""
+    folders = path.relative_to(root).parts[:-1] if root is not None else path.parts[-4:-1]
+    for folder in folders:
+        if (match := _BIDS_ENTITY.match(folder)) and match["key"] in ("sub", "ses"):
+            label = name.get(match["key"])
+            if label != match["label"]:
+                said = f"{match['key']}-{label}" if label else f"no {match['key']}- entity"
+                return f"the name says {said} but it lies in folder {folder}"
+    return ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,14 +228,20 @@ class Dataset:
         return len(self.records)
 
     def __repr__(self) -> str:
+        subjects, people = len(self.subjects()), len(self.participants())
         return (
-            f"Dataset({self.name!r}: {len(self.subjects())} subjects, "
+            f"Dataset({self.name!r}: {subjects} subjects{f' of {people} participants' if people < subjects else ''}, "
             f"contrasts {', '.join(self.contrasts())}, {len(self)} volumes)"
         )
 
     def subjects(self) -> list[str]:
         """Subject ids, sorted."""
         return sorted({subject for subject, _ in self._paths})
+
+    def participants(self) -> list[str]:
+        """The people behind the subject ids, sorted (`participant_of`: the sessions and runs
+        ``sub-01_ses-1``, ``sub-01_ses-2`` are one participant ``sub-01``)."""
+        return sorted({participant_of(subject) for subject, _ in self._paths})
 
     def contrasts(self) -> list[str]:
         """Contrasts present for at least one subject, sorted ("PD", "T1", "T2")."""
@@ -219,10 +338,23 @@ def folder_dataset(root: str | os.PathLike, manifest: str | os.PathLike | None =
     """Any NIfTI files under `root`, named by file name or by a CSV manifest.
 
     Without a manifest, a file whose name ends with a contrast token (``_T1``, ``-T2``,
-    ``_PD``, ``_T1w``, ``_T2w``, any case) gives that contrast, and the name before the token
-    is the subject (``sub-01_T1w.nii.gz`` -> "sub-01", "T1"); other files are ignored.
+    ``_PD``, ``_T1w``, ``_T2w``, ``_PDw``, any case) gives that contrast, and the name before
+    the token is the subject (``sub-01_T1w.nii.gz`` -> "sub-01", "T1"); other files are ignored.
+
+    BIDS datasets (``sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz``) work as they are: each
+    session and run is its own subject id ("sub-01_ses-1", "sub-01_ses-1_run-2"; every entity
+    before the suffix is kept, so two runs never collide), and all of them belong to
+    participant "sub-01" (`participant_of`), which the split deals as one: every session and
+    run of a person lands in the same one of train/val/test. A T1w and a T2w are one scan's
+    contrasts when their entities agree (``sub-01_ses-1_T1w``, ``sub-01_ses-1_T2w``). A file
+    whose ``sub-``/``ses-`` folders contradict its name is an error naming it. A file with a
+    ``desc-`` entity whose source (the same name without ``desc-``) is also here is a
+    derivative of it (e.g. what `sr-lib apply` wrote next to its input) and is skipped; a
+    folder of derivatives alone (``sub-01_desc-preproc_T1w``) is used.
+
     With `manifest` (a CSV with columns subject, contrast, path; relative to `root` unless
-    absolute), exactly the listed files are used.
+    absolute), exactly the listed files are used; subject ids there follow the same rule
+    (``sub-01_ses-2`` belongs to participant ``sub-01``).
     """
     root = _existing_folder(root)
     if manifest is not None:
@@ -231,21 +363,38 @@ def folder_dataset(root: str | os.PathLike, manifest: str | os.PathLike | None =
     files = _nifti_files(root)
     if not files:
         raise ValueError(f"{root}: no NIfTI files (.nii or .nii.gz)")
+    named = [path for path in files if _CONTRAST_SUFFIX.match(nifti_stem(path))]
     records = []
-    for path in files:
-        if _CONTRAST_SUFFIX.match(nifti_stem(path)):
-            subject, contrast = parse_name(path)
-            try:
-                check_subject_id(subject)
-            except ValueError as err:
-                raise VolumeError(f"{path}: {err}; rename the file or give a manifest") from None
-            records.append(Record(subject, contrast, path))
+    for path in _without_derivatives(named):
+        subject, contrast = parse_name(path)
+        try:
+            check_subject_id(subject)
+        except ValueError as err:
+            raise VolumeError(f"{path}: {err}; rename the file or give a manifest") from None
+        if problem := layout_problem(path, root):
+            raise VolumeError(f"{path}: {problem}; rename or move the file, or give a manifest")
+        records.append(Record(subject, contrast, path))
     if not records:
         raise ValueError(
             f"{root}: none of the {len(files)} NIfTI files ends with a contrast token "
-            f"(e.g. sub-01_T1.nii.gz, sub-01_T2w.nii.gz); rename them or give a manifest"
+            f"(e.g. sub-01_T1w.nii.gz, sub-01_T2.nii.gz); rename them or give a manifest"
         )
     return Dataset("folder", records)
+
+
+def _without_derivatives(paths: list[Path]) -> list[Path]:
+    """`paths` less the BIDS derivatives whose source is among them (same folder, same name
+    without its ``desc-`` entity, same contrast)."""
+    present = {(path.parent, parse_name(path)) for path in paths}
+    kept = []
+    for path in paths:
+        bids = parse_bids(path)
+        if bids is not None and bids.get("desc") is not None:
+            source = (path.parent, (bids.prefix(without=("desc",)), parse_name(path)[1]))
+            if source in present:
+                continue
+        kept.append(path)
+    return kept
 
 
 def read_manifest(path: str | os.PathLike) -> list[Record]:

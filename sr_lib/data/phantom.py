@@ -3,7 +3,7 @@
 Anatomy comes from the MNI152 2009 nonlinear symmetric grey/white-matter probability maps that
 nilearn ships (CSF = brain mask - GM - WM, clipped at 0; DESIGN.md, "Facts for the embedded
 phantom"). Each subject is the template deformed by a small affine (rotation, per-axis scale)
-and a smooth elastic field; its T1w, T2w and PD images follow the spin-echo equation
+and a smooth elastic field; its T1w, T2w and PDw images follow the spin-echo equation
 ``S = sum_tissue fraction * PD * (1 - exp(-TR/T1)) * exp(-TE/T2)`` with 1.5 T tissue values,
 times a smooth bias field, plus Rician noise.
 
@@ -33,7 +33,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from sr_lib.atomic import write_json
-from sr_lib.data.folders import Dataset, Record, read_manifest, write_manifest
+from sr_lib.data.folders import Dataset, Record, bids_suffix, read_manifest, write_manifest
 from sr_lib.io import Volume, save_volume
 from sr_lib.paths import cache_dir
 from sr_lib.profiles import Profile, get_profile
@@ -205,11 +205,11 @@ def subject_tissues(index: int, *, profile: str | Profile = "quick", seed: int =
 
 
 def simulate_subject(index: int, *, profile: str | Profile = "quick", seed: int = 0) -> dict[str, Volume]:
-    """T1w, T2w and PD volumes of phantom subject `index` (scanner-like units, float32).
+    """T1w, T2w and PDw volumes of phantom subject `index`, keyed "T1", "T2", "PD" (scanner-like units, float32).
 
     Per subject, from one seed: the anatomy of `subject_tissues`; T1, T2 and PD of each tissue
     jittered by 3%; a 2% proton-density texture; a smooth bias field (log std 0.08, over 40 mm)
-    for the T1w acquisition and one shared by T2w and PD (one dual-echo acquisition, as in
+    for the T1w acquisition and one shared by T2w and PDw (one dual-echo acquisition, as in
     IXI); Rician noise with std 1-3% of the white-matter signal, independent per image.
     All three share the grid and affine (MNI orientation, isotropic profile voxel size).
     """
@@ -253,9 +253,12 @@ def phantom_dataset(
     """The phantom of `profile` (profile.n_subjects subjects, T1/T2/PD), generated once and cached.
 
     Files go to ``<root>/<profile>-seed<seed>/`` (root defaults to ``cache_dir()/phantom``):
-    ``sub-000_T1.nii.gz``, ..., ``manifest.csv`` and ``phantom.json``. Generation writes a
-    hidden temporary folder and renames it into place, so an interrupted run never leaves a
-    folder that looks like a cache; a cache made by another simulation version is replaced.
+    ``sub-000_T1w.nii.gz``, ``sub-000_T2w.nii.gz``, ``sub-000_PDw.nii.gz``, ... (BIDS suffixes;
+    the contrasts are still called "T1", "T2", "PD" inside the workbench), ``manifest.csv`` and
+    ``phantom.json``. Generation writes a hidden temporary folder and renames it into place, so
+    an interrupted run never leaves a folder that looks like a cache; a cache made by another
+    simulation version is replaced. (A cache written before the BIDS names, with
+    ``sub-000_T1.nii.gz``, holds the same volumes and is used as it is: its manifest names them.)
     """
     profile = get_profile(profile)
     folder = (Path(root) if root is not None else cache_dir() / "phantom") / f"{profile.name}-seed{seed}"
@@ -288,9 +291,9 @@ def _generate(folder: Path, profile: Profile, seed: int, meta: dict) -> None:
         records = []
         for index in tqdm(range(profile.n_subjects), desc=f"phantom {profile.name} seed {seed}", unit="subject"):
             for contrast, volume in simulate_subject(index, profile=profile, seed=seed).items():
-                path = tmp / f"{volume.subject}_{contrast}.nii.gz"
+                path = tmp / f"{volume.subject}_{bids_suffix(contrast)}.nii.gz"
                 save_volume(volume, path, description=description)
-                records.append(Record(volume.subject, contrast, path))
+                records.append(Record(volume.subject, bids_suffix(contrast), path))  # manifest: T1w, T2w, PDw
         write_manifest(tmp / MANIFEST, records)
         write_json(tmp / META, meta)
         tmp.chmod(0o755)  # mkdtemp makes it private; a cache is ordinary data
