@@ -10,12 +10,20 @@ What a batch promises (issue 14):
 
 - every bad input gets one line naming the file; the rest of the batch is processed;
 - inputs are validated by `sr_lib.io.validate_volume`, the same function `check` uses;
-- outputs are flat, ``<out>/<input stem>_<method>-<scenario>.nii.gz``. Two inputs that
-  would give the same output name (``colA/s_T2.nii.gz`` and ``colB/s_T2.nii.gz``) are both
-  refused up front, naming each other: nothing is lost and no name is invented;
-- an existing output is replaced only if it is an sr_lib output (its NIfTI ``descrip``
-  starts with "sr_lib"), and the line says so; any other existing file, and every input
-  of the batch, is never overwritten;
+- outputs are flat, with BIDS-derivative names (`output_name`, issue 13):
+  ``<out>/sub-01_ses-1_desc-srcnnKspace2x_T2w.nii.gz`` for ``sub-01_ses-1_T2w.nii.gz``,
+  ``<out>/scan_desc-srcnnKspace2x_T2w.nii.gz`` for ``scan.nii.gz``; `check` reads them as the
+  run's contrast. Two inputs that would give the same output name (``colA/s_T2.nii.gz`` and
+  ``colB/s_T2.nii.gz``) are both refused up front, naming each other: nothing is lost and no
+  name is invented;
+- an input whose name gives another contrast than the run's (``sub-01_T1w.nii.gz`` for a T2
+  run, or a BIDS ``_FLAIR``) is refused on one line naming both; a name that gives no
+  contrast (``scan.nii.gz``) is applied, its output named with the run's contrast and its
+  line noting that it was assumed (a name without a contrast token says nothing either way);
+- an existing output stops the batch before anything is written, naming it, unless
+  ``overwrite`` (``--overwrite``): then an sr_lib output (its NIfTI ``descrip`` starts with
+  "sr_lib") is replaced and the line says so; any other existing file, and every input of
+  the batch, is never overwritten;
 - folders and globs skip the workbench's own temporary files (`sr_lib.atomic.is_partial`)
   and sr_lib outputs, saying so, so `--out` may equal the input folder;
 - SIGTERM and Ctrl-C remove the file being written; a non-finite prediction is refused.
@@ -26,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +46,9 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 from tqdm.auto import tqdm
 
 from sr_lib.atomic import is_partial, read_json, terminate_as_interrupt
+from sr_lib.data.folders import (CONTRAST_SUFFIXES, bids_suffix, canonical_contrast, contrast_in_name, nifti_stem,
+                                 parse_bids, parse_name)
+from sr_lib.degrade import scenario_scales
 from sr_lib.io import (Intensity, Volume, VolumeError, load_volume, resampled_affine, robust_range, save_volume,
                        validate_volume)
 
@@ -253,45 +265,128 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     return find_inputs(inputs).paths
 
 
+def desc_label(config: RunConfig) -> str:
+    """The BIDS ``desc-`` label of a run's outputs: method and scenario in camelCase, letters
+    and digits only as BIDS requires ("srcnn", "kspace-2x" -> "srcnnKspace2x"); where the
+    scenario takes several scales the scale follows ("srcnn", "SR-B", 4 -> "srcnnSRBx4")."""
+    words = [word for word in re.split(r"[^A-Za-z0-9]+", f"{config.method}-{config.scenario}") if word]
+    label = words[0] + "".join(word[0].upper() + word[1:] for word in words[1:])
+    return label + (f"x{config.scale}" if len(scenario_scales(config.scenario)) > 1 else "")
+
+
+def output_name(input_path: Path, config: RunConfig) -> str:
+    """The file name `apply` gives the output of `input_path`: a BIDS-derivative name that
+    `sr-lib check` reads as the run's contrast.
+
+    - BIDS input: its entities in order, then ``desc-<desc_label>``, then the BIDS suffix of
+      the run's contrast: ``sub-01_ses-1_T2w.nii.gz`` -> ``sub-01_ses-1_desc-srcnnKspace2x_T2w.nii.gz``.
+      An input's own ``desc-`` label is kept in front (``desc-preproc`` -> ``desc-preprocSrcnnKspace2x``).
+    - any other input: its name less the contrast token, then the same ending:
+      ``IXI002-Guys-0828-T2.nii.gz`` -> ``IXI002-Guys-0828_desc-srcnnKspace2x_T2w.nii.gz``,
+      ``scan.nii.gz`` -> ``scan_desc-srcnnKspace2x_T2w.nii.gz``.
+    """
+    desc, suffix = desc_label(config), bids_suffix(config.contrast)
+    bids = parse_bids(input_path)
+    if bids is not None and contrast_in_name(input_path) is not None:  # a BIDS name and its contrast suffix
+        if own := bids.get("desc"):
+            desc = own + desc[0].upper() + desc[1:]
+        return f"{bids.prefix(without=('desc',))}_desc-{desc}_{suffix}.nii.gz"
+    parsed = parse_name(input_path)
+    return f"{parsed[0] if parsed else nifti_stem(input_path)}_desc-{desc}_{suffix}.nii.gz"
+
+
 def output_path(input_path: Path, out_dir: Path, config: RunConfig) -> Path:
-    stem = input_path.name.removesuffix(".gz").removesuffix(".nii")
-    return out_dir / f"{stem}_{config.method}-{config.scenario}.nii.gz"
+    """`out_dir` / `output_name`: outputs are flat, whatever folder the input came from."""
+    return out_dir / output_name(input_path, config)
 
 
-def plan_outputs(paths: list[Path], out_dir: Path, config: RunConfig) -> dict[Path, Path | str]:
-    """Each input's output path, or why it gets none: same output as another input, or an
-    output that would overwrite an input or a file sr_lib did not write."""
+def _contrast_text(contrast: str) -> str:
+    """How a contrast is shown: its BIDS suffix where it has one ("T2" -> "T2w")."""
+    return CONTRAST_SUFFIXES.get(contrast, contrast)
+
+
+@dataclasses.dataclass(frozen=True)
+class Planned:
+    """What `apply` does with one input: writes `target`, or nothing (`error`, one line
+    naming the input); `note` goes on its line; `exists`: `target` is already there."""
+
+    target: Path | None
+    error: str = ""
+    note: str = ""
+    exists: bool = False
+
+
+def plan_outputs(paths: list[Path], out_dir: Path, config: RunConfig, *, overwrite: bool = False) -> dict[Path, Planned]:
+    """Each input's output, or why it gets none, decided from names alone (before any work).
+
+    Refused, each on one line naming the input: a name that gives another contrast than the
+    run's (``sub-01_T1w`` for a T2 run; a name that gives none is applied with a note); the
+    same output as another input; an output that would overwrite an input; an existing
+    output that sr_lib did not write when `overwrite` is set (never replaced). Every existing
+    output is marked `exists`: `apply_run` refuses the whole batch for it unless `overwrite`.
+    """
+    run_contrast = canonical_contrast(config.contrast)
+    shown = _contrast_text(run_contrast)
     targets = {path: output_path(path, out_dir, config) for path in paths}
     by_target: dict[str, list[Path]] = {}
     for path, target in targets.items():
         by_target.setdefault(os.path.normcase(os.path.realpath(target)), []).append(path)
     sources = {os.path.realpath(p) for p in paths}
-    plan: dict[Path, Path | str] = {}
+    plan: dict[Path, Planned] = {}
     for path, target in targets.items():
+        claimed = contrast_in_name(path)
         others = [p for p in by_target[os.path.normcase(os.path.realpath(target))] if p != path]
-        if others:
-            plan[path] = (f"{path}: same output {target.name} as {', '.join(map(str, others))}; "
-                          f"rename one or apply them in separate runs (none of them written)")
+        note = "" if claimed else f"name gives no contrast; taken as {shown}, the run's"
+        if claimed is not None and claimed != run_contrast:
+            plan[path] = Planned(None, f"{path}: the name gives contrast {_contrast_text(claimed)} but the run was "
+                                       f"trained on {shown}; apply a {_contrast_text(claimed)} run, or rename the file "
+                                       f"if it is {shown}")
+        elif others:
+            plan[path] = Planned(None, f"{path}: same output {target.name} as {', '.join(map(str, others))}; "
+                                       f"rename one or apply them in separate runs (none of them written)")
         elif os.path.realpath(target) in sources:
-            plan[path] = f"{path}: output {target} would overwrite an input"
+            plan[path] = Planned(None, f"{path}: output {target} would overwrite an input")
         elif os.path.lexists(target) and not is_sr_lib_output(target):
-            plan[path] = f"{path}: output {target} exists and was not written by sr_lib; not overwritten"
+            if overwrite:
+                plan[path] = Planned(None, f"{path}: output {target} exists and was not written by sr_lib; "
+                                           f"not overwritten, even with --overwrite")
+            else:
+                plan[path] = Planned(target, note=note, exists=True)
         else:
-            plan[path] = target
+            plan[path] = Planned(target, note=note, exists=os.path.lexists(target))
     return plan
 
 
+def existing_outputs_error(plan: dict[Path, Planned]) -> str:
+    """One line naming the outputs that already exist ("" if none): without --overwrite they
+    stop the batch before anything is written."""
+    existing = [planned.target for planned in plan.values() if planned.exists and planned.target is not None]
+    if not existing:
+        return ""
+    first = existing[0]
+    foreign = "" if is_sr_lib_output(first) else " (not written by sr_lib: never replaced, move it away)"
+    more = f" (and {len(existing) - 1} more output(s) of this batch)" if len(existing) > 1 else ""
+    return (f"{first}: output exists{foreign}{more}; nothing written; pass --overwrite to replace "
+            f"earlier sr_lib outputs")
+
+
 def apply_run(run_dir: str | os.PathLike, inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
-              *, progress: bool = True, slab: int = SLAB, found: Inputs | None = None) -> list[ApplyOutcome]:
+              *, progress: bool = True, slab: int = SLAB, found: Inputs | None = None,
+              overwrite: bool = False) -> list[ApplyOutcome]:
     """Apply the run in `run_dir` to every input; a bad input is reported and skipped.
 
+    Outputs are named by `output_name`. An output that exists already raises
+    `FileExistsError` naming it before anything is written, unless `overwrite` (then
+    earlier sr_lib outputs are replaced, and the line says so; other files never are).
     `found` (from `find_inputs(..., skip_outputs=True)`) lets a caller show what was
     skipped; by default the inputs are expanded here. SIGTERM during the batch raises
     `sr_lib.atomic.Terminated` after removing the file being written.
     """
     method, config = load_method(run_dir)
     found = found or find_inputs(list(inputs), skip_outputs=True)
-    plan = plan_outputs(found.paths, Path(out_dir), config)
+    plan = plan_outputs(found.paths, Path(out_dir), config, overwrite=overwrite)
+    if not overwrite and (exists := existing_outputs_error(plan)):
+        raise FileExistsError(exists)
     description = f"sr_lib {config.method} {config.scenario} x{config.scale} {config.profile}"
     outcomes = [ApplyOutcome(folder, None, f"{folder}: no NIfTI files found in {folder}") for folder in found.empty]
     _limit_threads()
@@ -301,11 +396,12 @@ def apply_run(run_dir: str | os.PathLike, inputs: Iterable[str | os.PathLike], o
     return outcomes
 
 
-def apply_one(method: Method, path: Path, target: Path | str, description: str, *, slab: int,
+def apply_one(method: Method, path: Path, planned: Planned, description: str, *, slab: int,
               progress: bool) -> ApplyOutcome:
     """Load, validate, predict and write one input; any error becomes a one-line outcome."""
-    if isinstance(target, str):
-        return ApplyOutcome(path, None, target)
+    if planned.target is None:
+        return ApplyOutcome(path, None, planned.error)
+    target = planned.target
     try:
         volume = load_volume(path)
         if problems := validate_volume(volume):
@@ -313,7 +409,8 @@ def apply_one(method: Method, path: Path, target: Path | str, description: str, 
         result = apply_method(method, volume, slab=slab, progress=progress)
         replaced = os.path.lexists(target)
         save_volume(result, target, description=description)
-        return ApplyOutcome(path, target, note="replaced an earlier sr_lib output" if replaced else "")
+        notes = [planned.note, "replaced an earlier sr_lib output" if replaced else ""]
+        return ApplyOutcome(path, target, note="; ".join(filter(None, notes)))
     except Exception as err:  # one bad file must not sink the batch; KeyboardInterrupt passes
         message = _one_line(err)
         if not isinstance(err, (VolumeError, ValueError, OSError)):

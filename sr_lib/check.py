@@ -2,8 +2,10 @@
 
 Every file is read in full (so truncation is caught) and checked: readable NIfTI, 3D,
 finite, not empty, a usable affine (orientation, voxel size), a name that gives subject
-and contrast; then per subject, T2 and PD must share a grid (one dual-echo acquisition,
-as in IXI). The result is a table with one row per file, a `problem` column (the file is
+and contrast (as the folder datasets read it: ``sub-01_ses-1_T2w``, ``IXI002-Guys-0828-T2``,
+``scan-PD``; `apply`'s outputs ``sub-01_ses-1_desc-srcnnKspace2x_T2w`` pass), and a BIDS name
+that agrees with its ``sub-``/``ses-`` folders; then per subject, T2 and PD must share a grid
+(one dual-echo acquisition, as in IXI). The result is a table with one row per file, a `problem` column (the file is
 unusable) and a `warning` column (usable, but odd: a voxel size or grid that differs from
 the other files of the same contrast, naming the common one).
 
@@ -22,7 +24,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from sr_lib.apply import find_inputs
-from sr_lib.data.folders import parse_name
+from sr_lib.data.folders import layout_problem, parse_name
 from sr_lib.io import VolumeError, load_volume, odd_voxel_sizes, validate_volume, voxel_size_text
 
 COLUMNS = ["path", "subject", "contrast", "shape", "voxel_size_mm", "orientation", "problem", "warning"]
@@ -38,9 +40,11 @@ def check_file(path: Path) -> dict[str, object]:
     except KeyError:
         name = None
     if name is None:
-        problems.append("name gives no contrast (expected e.g. sub-01_T2.nii.gz or IXI002-Guys-0828-T2.nii.gz)")
+        problems.append("name gives no contrast (expected e.g. sub-01_T2w.nii.gz or IXI002-Guys-0828-T2.nii.gz)")
     else:
         row["subject"], row["contrast"] = name
+    if problem := layout_problem(path):
+        problems.append(problem)
     try:
         volume = load_volume(path)
     except Exception as err:  # one unreadable file must not sink the table; KeyboardInterrupt passes

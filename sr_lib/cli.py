@@ -70,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     apply = command("apply", help="apply a trained run to NIfTI files, folders or globs")
     apply.add_argument("--run", required=True, help="a run folder (from `sr-lib train` or reports/runs/...)")
     apply.add_argument("inputs", nargs="+", help="NIfTI files, folders or globs")
-    apply.add_argument("--out", required=True, help="output folder")
+    apply.add_argument("--out", required=True, help="output folder (outputs get BIDS-derivative names, "
+                       "e.g. sub-01_desc-srcnnKspace2x_T2w.nii.gz)")
+    apply.add_argument("--overwrite", action="store_true",
+                       help="replace outputs an earlier apply wrote (without it, an existing output stops the batch "
+                            "before anything is written; files sr_lib did not write are never replaced)")
 
     check = command("check", help="validate NIfTI files or a dataset folder")
     check.add_argument("paths", nargs="+", help="NIfTI files, folders or globs")
@@ -205,15 +209,16 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    """Apply a run to every input; one line per file, skipped files named; exit 1 if any failed
-    or nothing was found, 130 when interrupted (the file being written is removed)."""
+    """Apply a run to every input; one line per file, skipped files named; exit 1 if any failed,
+    nothing was found or an output exists without --overwrite (then nothing is written), 130
+    when interrupted (the file being written is removed)."""
     from sr_lib.apply import apply_run, find_inputs, printable
 
     found = find_inputs(args.inputs, skip_outputs=True)
     for path, why in found.skipped:
         print(printable(f"skipped {path}: {why}"))
     try:
-        outcomes = apply_run(args.run, args.inputs, args.out, found=found)
+        outcomes = apply_run(args.run, args.inputs, args.out, found=found, overwrite=args.overwrite)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM via sr_lib.atomic.Terminated
         print(printable(f"sr-lib: apply interrupted ({err or 'Ctrl-C'}); the file being written was removed, "
                         f"finished outputs in {args.out} are kept"), file=sys.stderr)

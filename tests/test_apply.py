@@ -5,6 +5,7 @@ batch; refusing to overwrite inputs; folder and glob inputs."""
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -92,7 +93,7 @@ def test_output_geometry_and_units(trained, tmp_path, geometry, method):
     data = smooth_head(shape_for(factors))
     path = write_nifti(tmp_path / "scan.nii.gz", data, affine)
     outcome = apply_one(getattr(trained, method), path, tmp_path / "out")
-    assert outcome.output == tmp_path / "out" / f"scan_{method}-SR-B.nii.gz"
+    assert outcome.output == tmp_path / "out" / f"scan_desc-{method}SRBx2_T2w.nii.gz"
     image = nib.load(outcome.output)
     assert image.shape == tuple(n * f for n, f in zip(data.shape, factors))
     assert image.get_data_dtype() == np.float32
@@ -164,20 +165,21 @@ def test_bad_files_are_reported_and_the_rest_processed(trained, tmp_path):
         assert not outcome.ok and outcome.output is None
         assert str(path) in outcome.error and problem in outcome.error
         assert "\n" not in outcome.error
-    assert sorted(p.name for p in out_dir.iterdir()) == ["good1_bicubic-SR-B.nii.gz", "good2_bicubic-SR-B.nii.gz"]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["good1_desc-bicubicSRBx2_T2w.nii.gz",
+                                                         "good2_desc-bicubicSRBx2_T2w.nii.gz"]
 
 
 def test_an_output_that_would_overwrite_an_input_is_refused(trained, tmp_path):
     affine = GEOMETRIES["lps"][0]
     first = write_nifti(tmp_path / "scan.nii.gz", smooth_head((15, 13, 9), seed=3), affine)
     # named exactly like the output of `first`, in the folder the outputs go to
-    clash = write_nifti(tmp_path / "scan_bicubic-SR-B.nii.gz", smooth_head((15, 13, 9), seed=4), affine)
+    clash = write_nifti(tmp_path / "scan_desc-bicubicSRBx2_T2w.nii.gz", smooth_head((15, 13, 9), seed=4), affine)
     before = clash.read_bytes()
     outcomes = {o.input: o for o in apply_run(trained.bicubic, [tmp_path], tmp_path, progress=False)}
     assert set(outcomes) == {first, clash}
     assert not outcomes[first].ok and "overwrite" in outcomes[first].error and str(first) in outcomes[first].error
     assert clash.read_bytes() == before
-    assert outcomes[clash].ok and outcomes[clash].output == tmp_path / "scan_bicubic-SR-B_bicubic-SR-B.nii.gz"
+    assert outcomes[clash].ok and outcomes[clash].output == tmp_path / "scan_desc-bicubicSRBx2_desc-bicubicSRBx2_T2w.nii.gz"
 
 
 def test_folder_and_glob_inputs_expand(tmp_path):
@@ -210,6 +212,104 @@ def test_folder_input_applies_to_every_file_inside(trained, tmp_path):
     outcomes = apply_run(trained.bicubic, [src], tmp_path / "out", progress=False)
     assert [o.input for o in outcomes] == sorted(inputs)
     assert all(o.ok for o in outcomes)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["one_bicubic-SR-B.nii.gz", "two_bicubic-SR-B.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["one_desc-bicubicSRBx2_T2w.nii.gz",
+                                                                    "two_desc-bicubicSRBx2_T2w.nii.gz"]
     missing = apply_run(trained.bicubic, [str(src / "*.nii.xz")], tmp_path / "out", progress=False)
     assert len(missing) == 1 and not missing[0].ok and "no such file" in missing[0].error
+
+
+# --- names (issue 13): BIDS-derivative outputs that `check` accepts, --overwrite, contrast check ---
+
+
+@pytest.mark.parametrize("config, name, expected", [
+    # the issue's example, and a session, run and acq- kept in order
+    (dict(method="srcnn", scenario="kspace-2x"), "sub-01_T2w.nii.gz", "sub-01_desc-srcnnKspace2x_T2w.nii.gz"),
+    (dict(method="srcnn", scenario="kspace-2x"), "sub-01_ses-2_acq-fast_run-1_T2w.nii",
+     "sub-01_ses-2_acq-fast_run-1_desc-srcnnKspace2x_T2w.nii.gz"),
+    (dict(method="srcnn", scenario="kspace-2x"), "sub-01_desc-preproc_T2w.nii.gz",
+     "sub-01_desc-preprocSrcnnKspace2x_T2w.nii.gz"),
+    (dict(method="7t-m5", scenario="kspace-2x2x2"), "sub-01_T2.nii.gz", "sub-01_desc-7tM5Kspace2x2x2_T2w.nii.gz"),
+    # scenarios that take several scales name it
+    (dict(method="srresnet", scenario="SR-B", scale=4), "sub-01_T2w.nii.gz", "sub-01_desc-srresnetSRBx4_T2w.nii.gz"),
+    (dict(method="gan-circle", scenario="SR-N-B", contrast="PD"), "sub-01_PDw.nii.gz", "sub-01_desc-ganCircleSRNBx2_PDw.nii.gz"),
+    # other names: the name less its contrast token, or all of it
+    (dict(method="srcnn", scenario="kspace-2x"), "IXI002-Guys-0828-T2.nii.gz", "IXI002-Guys-0828_desc-srcnnKspace2x_T2w.nii.gz"),
+    (dict(method="srcnn", scenario="kspace-2x", contrast="PD"), "scan-PD.nii", "scan_desc-srcnnKspace2x_PDw.nii.gz"),
+    (dict(method="srcnn", scenario="kspace-2x"), "scan.nii.gz", "scan_desc-srcnnKspace2x_T2w.nii.gz"),
+    (dict(method="srcnn", scenario="kspace-2x"), "sub-01_mask.nii.gz", "sub-01_mask_desc-srcnnKspace2x_T2w.nii.gz"),
+])
+def test_output_names_are_bids_derivatives(config, name, expected):
+    from sr_lib.apply import output_name
+    from sr_lib.data.folders import parse_bids, parse_name
+
+    config = RunConfig(**config)
+    out = output_name(Path("in") / name, config)
+    assert out == expected
+    assert parse_name(Path(out))[1] == config.contrast  # check reads the run's contrast
+    bids = parse_bids(Path(out))
+    if name.startswith("sub-") and "mask" not in name:
+        assert bids is not None and bids.get("desc").isalnum() and bids.suffix == out.split("_")[-1].split(".")[0]
+
+
+def test_outputs_pass_check_and_keep_the_entities(trained, tmp_path):
+    from sr_lib.check import check_paths
+
+    affine = GEOMETRIES["oblique-ras"][0]
+    names = ["sub-01/ses-1/anat/sub-01_ses-1_T2w.nii.gz", "sub-01/ses-2/anat/sub-01_ses-2_run-2_T2w.nii.gz",
+             "IXI002-Guys-0828-T2.nii.gz", "case7-t2.nii", "scan.nii.gz"]
+    for i, name in enumerate(names):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        write_nifti(tmp_path / "in" / name, smooth_head((15, 13, 9), seed=i), affine)
+    outcomes = apply_run(trained.nearest, [tmp_path / "in"], tmp_path / "out", progress=False)
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "IXI002-Guys-0828_desc-nearestSRBx2_T2w.nii.gz", "case7_desc-nearestSRBx2_T2w.nii.gz",
+        "scan_desc-nearestSRBx2_T2w.nii.gz", "sub-01_ses-1_desc-nearestSRBx2_T2w.nii.gz",
+        "sub-01_ses-2_run-2_desc-nearestSRBx2_T2w.nii.gz"]
+    notes = {o.input.name: o.note for o in outcomes}
+    assert notes["scan.nii.gz"] == "name gives no contrast; taken as T2w, the run's"
+    assert [name for name, note in notes.items() if note] == ["scan.nii.gz"]
+    table = check_paths([tmp_path / "out"], progress=False)
+    assert (table["problem"] == "").all(), table[["path", "problem"]].to_string()
+    assert set(table["contrast"]) == {"T2"}
+    assert sorted(table["subject"]) == ["IXI002-Guys-0828_desc-nearestSRBx2", "case7_desc-nearestSRBx2",
+                                        "scan_desc-nearestSRBx2", "sub-01_ses-1_desc-nearestSRBx2",
+                                        "sub-01_ses-2_run-2_desc-nearestSRBx2"]
+    # the input without a contrast is what check flags; its output is not
+    assert "name gives no contrast" in check_paths([tmp_path / "in" / "scan.nii.gz"], progress=False)["problem"][0]
+
+
+@pytest.mark.parametrize("name, claimed", [("sub-01_T1w.nii.gz", "T1w"), ("sub-01_ses-1_PDw.nii", "PDw"),
+                                           ("IXI002-Guys-0828-PD.nii.gz", "PDw"), ("case-t1.nii", "T1w"),
+                                           ("sub-01_FLAIR.nii.gz", "FLAIR")])
+def test_a_name_giving_another_contrast_is_refused_naming_both(trained, tmp_path, name, claimed):
+    scan = write_nifti(tmp_path / name, smooth_head((15, 13, 9)), GEOMETRIES["lps"][0])
+    other = write_nifti(tmp_path / "sub-02_T2w.nii.gz", smooth_head((15, 13, 9), seed=1), GEOMETRIES["lps"][0])
+    outcomes = {o.input: o for o in apply_run(trained.nearest, [scan, other], tmp_path / "out", progress=False)}
+    refused = outcomes[scan]
+    assert not refused.ok and refused.output is None
+    assert refused.error.startswith(f"{scan}: the name gives contrast {claimed} but the run was trained on T2w")
+    assert "\n" not in refused.error
+    assert outcomes[other].ok  # the rest of the batch goes on
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["sub-02_desc-nearestSRBx2_T2w.nii.gz"]
+
+
+def test_an_existing_output_stops_the_batch_unless_overwrite(trained, tmp_path):
+    affine = GEOMETRIES["lps"][0]
+    (tmp_path / "in").mkdir()
+    first = write_nifti(tmp_path / "in" / "sub-01_T2w.nii.gz", smooth_head((15, 13, 9)), affine)
+    (done,) = apply_run(trained.nearest, [first], tmp_path / "out", progress=False)
+    assert done.ok and done.note == ""
+    stamp = done.output.stat().st_mtime_ns
+    second = write_nifti(tmp_path / "in" / "sub-02_T2w.nii.gz", smooth_head((15, 13, 9), seed=1), affine)
+    with pytest.raises(FileExistsError) as err:
+        apply_run(trained.nearest, [tmp_path / "in"], tmp_path / "out", progress=False)
+    message = str(err.value)
+    assert message.startswith(f"{done.output}: output exists") and "--overwrite" in message and "\n" not in message
+    assert "nothing written" in message
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [done.output.name]  # not even the new input's
+    assert done.output.stat().st_mtime_ns == stamp
+    outcomes = apply_run(trained.nearest, [tmp_path / "in"], tmp_path / "out", progress=False, overwrite=True)
+    assert [(o.input, o.ok, o.note) for o in outcomes] == [(first, True, "replaced an earlier sr_lib output"),
+                                                          (second, True, "")]
+    assert done.output.stat().st_mtime_ns != stamp

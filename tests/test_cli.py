@@ -141,3 +141,34 @@ def test_usage_errors_exit_2_and_runtime_errors_exit_1(tmp_path, capsys):
         main(["train", "--no-such-flag"])
     assert exit_info.value.code == 2 and "usage:" in capsys.readouterr().err
     assert main(["check", str(tmp_path / "missing.nii.gz")]) == 1
+
+
+def test_apply_writes_names_check_accepts_and_overwrite_replaces_them(bicubic_run, tmp_path, capsys):
+    # issue 13: BIDS-derivative names that `check` accepts; an existing output stops the batch
+    # (one line naming it, nothing written) unless --overwrite
+    scans = tmp_path / "sub-01" / "ses-1" / "anat"
+    scans.mkdir(parents=True)
+    scan = write(scans / "sub-01_ses-1_T2w.nii.gz", np.random.default_rng(3).random((12, 10, 7)) * 100 + 5)
+    out = tmp_path / "out"
+    assert main(["apply", "--run", str(bicubic_run), str(tmp_path / "sub-01"), "--out", str(out)]) == 0
+    output = out / "sub-01_ses-1_desc-bicubicSRBx2_T2w.nii.gz"
+    assert f"ok      {scan} -> {output}\n" in capsys.readouterr().out
+    assert main(["check", str(out)]) == 0
+    assert "1 files checked, 0 with problems" in capsys.readouterr().out
+    stamp = output.stat().st_mtime_ns
+    assert main(["apply", "--run", str(bicubic_run), str(scan), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"sr-lib: error: {output}: output exists") and captured.err.count("\n") == 1
+    assert "--overwrite" in captured.err and output.stat().st_mtime_ns == stamp
+    assert main(["apply", "--run", str(bicubic_run), str(scan), "--out", str(out), "--overwrite"]) == 0
+    assert "replaced an earlier sr_lib output" in capsys.readouterr().out
+    assert output.stat().st_mtime_ns != stamp
+
+
+def test_apply_refuses_a_file_whose_name_gives_another_contrast(bicubic_run, tmp_path, capsys):
+    t1 = write(tmp_path / "sub-01_T1w.nii.gz", np.random.default_rng(4).random((12, 10, 7)) * 100 + 5)
+    assert main(["apply", "--run", str(bicubic_run), str(t1), "--out", str(tmp_path / "out")]) == 1
+    printed = capsys.readouterr().out
+    assert f"FAILED  {t1}: the name gives contrast T1w but the run was trained on T2w" in printed
+    assert "0 written, 1 failed" in printed and not (tmp_path / "out").exists()
+

@@ -121,7 +121,7 @@ def test_apply_reports_each_bad_geometry_and_loop_by_name_and_processes_the_rest
     for path, problem in bad.items():
         assert not outcomes[path].ok and problem in outcomes[path].error, (path, outcomes[path].error)
         assert one_line_naming(outcomes[path].error, path)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_T2_nearest-SR-B.nii.gz", "z_T2_nearest-SR-B.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_desc-nearestSRBx2_T2w.nii.gz", "z_desc-nearestSRBx2_T2w.nii.gz"]
 
 
 def test_check_and_apply_share_one_validation(fake_run, tmp_path):
@@ -157,7 +157,7 @@ def test_same_file_name_in_two_folders_is_refused_not_lost(fake_run, tmp_path, c
     printed = capsys.readouterr().out
     assert code == 1
     assert "1 written, 2 failed" in printed
-    assert [p.name for p in out.iterdir()] == ["t_T2_nearest-SR-B.nii.gz"]
+    assert [p.name for p in out.iterdir()] == ["t_desc-nearestSRBx2_T2w.nii.gz"]
     for mine, theirs in ((a, b), (b, a)):
         line = next(line for line in printed.splitlines() if line.startswith(f"FAILED  {mine}:"))
         assert str(theirs) in line and "same output" in line
@@ -278,9 +278,9 @@ def test_out_equal_to_input_twice_skips_its_own_outputs(fake_run, tmp_path, caps
     scan = good(tmp_path / "scan.nii.gz")
     assert main(["apply", "--run", "run", str(tmp_path), "--out", str(tmp_path)]) == 0
     capsys.readouterr()
-    output = tmp_path / "scan_nearest-SR-B.nii.gz"
+    output = tmp_path / "scan_desc-nearestSRBx2_T2w.nii.gz"
     first = nib.load(output).get_fdata()
-    assert main(["apply", "--run", "run", str(tmp_path), "--out", str(tmp_path)]) == 0
+    assert main(["apply", "--run", "run", str(tmp_path), "--out", str(tmp_path), "--overwrite"]) == 0
     printed = capsys.readouterr().out
     assert f"skipped {output}" in printed and "output of sr_lib" in printed
     assert "1 written, 0 failed" in printed and "replaced" in printed
@@ -290,10 +290,13 @@ def test_out_equal_to_input_twice_skips_its_own_outputs(fake_run, tmp_path, caps
 
 def test_a_foreign_file_with_the_output_name_is_not_overwritten(fake_run, tmp_path):
     scan = good(tmp_path / "in" / "scan.nii.gz")
-    foreign = tmp_path / "out" / "scan_nearest-SR-B.nii.gz"
+    foreign = tmp_path / "out" / "scan_desc-nearestSRBx2_T2w.nii.gz"
     foreign.parent.mkdir()
     foreign.write_bytes(b"someone else's file")
-    (outcome,) = apply_run("run", [scan], tmp_path / "out", progress=False)
+    with pytest.raises(FileExistsError, match="nothing written") as err:  # any existing output, without --overwrite
+        apply_run("run", [scan], tmp_path / "out", progress=False)
+    assert one_line_naming(str(err.value), foreign)
+    (outcome,) = apply_run("run", [scan], tmp_path / "out", progress=False, overwrite=True)
     assert not outcome.ok and "exists" in outcome.error and str(foreign) in outcome.error
     assert foreign.read_bytes() == b"someone else's file"
 
