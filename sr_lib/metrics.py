@@ -58,6 +58,7 @@ __all__ = [
     "scored_slices",
     "slice_scores",
     "ssim",
+    "ssim_map",
     "ssim_torch",
     "summarise",
 ]
@@ -242,6 +243,21 @@ def ssim(
     x, y = _check_pair(pred, target)
     m = _check_mask(mask, tuple(x.shape), x.device)
     return _masked_mean_ssim(_ssim_map(x[None], y[None], data_range)[0], m)
+
+
+@torch.no_grad()
+def ssim_map(pred: ArrayLike, target: ArrayLike, *, data_range: float = 1.0) -> np.ndarray:
+    """The local SSIM of two 2D or 3D images at every voxel (float64, their shape).
+
+    The map whose mean `ssim` reports (same window and constants); the border of width 5 that
+    the window cannot cover is NaN. Every side must be at least 11 voxels.
+    """
+    data_range = _check_data_range(data_range)
+    x, y = _check_pair(pred, target)
+    full = torch.full(tuple(x.shape), float("nan"), dtype=torch.float64)
+    inner = tuple(slice(SSIM_RADIUS, s - SSIM_RADIUS) for s in x.shape)
+    full[inner] = _ssim_map(x[None], y[None], data_range)[0].to(torch.float64).cpu()
+    return full.numpy()
 
 
 def _masked_mean_ssim(s_map: torch.Tensor, mask: torch.Tensor | None) -> float:

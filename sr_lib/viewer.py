@@ -1,99 +1,64 @@
-"""Look at volumes side by side: a static figure (`slice_grid`) and a notebook widget on top of it.
+"""Look at volumes side by side: a static figure (`slice_grid`) and a JupyterLab viewer.
 
-`slice_grid` draws one slice of each volume in a row (titles, a shared grey-scale colourbar)
-and, optionally, a second row of signed difference maps against a reference volume. It is the
-only plotting code here: `show_volumes` wraps it in an ipywidgets viewer (axis dropdown, slice
-slider) that re-renders the figure to a PNG on every change.
+`VolumeViewer` (what `show_volumes` returns) is an anywidget: the kernel cuts the slices,
+error maps and scores (`sr_lib.planes`, which `slice_grid` draws from too, so the report's
+pictures and the live view cannot disagree), and the browser does all that needs no new data:
+one crosshair linked across LR | methods | HR, the value and scanner position in mm under the
+cursor, window/level (inputs, or right-drag), colour map, zoom (wheel) and pan (ctrl-drag), a
+line profile of every panel through the crosshair, the hole's contour, L/R A/P S/I labels, and
+a play button.
+
+Why anywidget rather than ipympl: a crosshair drag or a window change redraws in the browser
+at once, with no round trip to the kernel and no figure re-render per mouse move; only a new
+slice asks the kernel for data (a few float32 planes). It needs no JupyterLab extension to
+build (the `anywidget` package ships a prebuilt one), and its state is plain traits that code
+and tests can set and read. Where no widget manager runs (papermill, nbval, GitHub's preview)
+the widget's output carries a PNG of `slice_grid`, so the report still shows a picture.
 
 Volumes on different grids (an LR volume half the size of its HR twin) are shown at the same
-relative position: the slider runs over the finest grid, the volume with the most slices along
-the chosen axis, and each other volume shows the slice whose centre is nearest
-(`corresponding_index`).
+position in mm; the slider runs over the finest grid along the slice axis.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import math
-from collections.abc import Mapping
-from typing import Union
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-import ipywidgets as widgets
+import anywidget
 import numpy as np
+import traitlets
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from sr_lib.io import Volume
+from sr_lib.planes import (
+    AXIS_NAMES,
+    OVERLAY_TITLES,
+    OVERLAYS,
+    VolumeLike,
+    check_axis,
+    check_reference,
+    corresponding_index,
+    in_plane,
+    mask_planes,
+    orientation_labels,
+    overlays,
+    plane_scores,
+    planes,
+    prepare,
+    reference_name,
+    resolve_index,
+    slice_count,
+    slice_indices,
+    values_at,
+    world_position,
+)
 
-VolumeLike = Union[Volume, np.ndarray]
+CMAPS = ("gray", "bone", "viridis", "magma", "inferno", "hot")
+_OVERLAY_CMAPS = {"abs": "magma", "signed": "bwr", "ssim": "magma"}
 
-AXIS_NAMES = ("x", "y", "z")
-_AXIS_LABELS = (("x (sagittal)", 0), ("y (coronal)", 1), ("z (axial)", 2))
-
-__all__ = ["AXIS_NAMES", "VolumeViewer", "corresponding_index", "show_volumes", "slice_grid"]
-
-
-# ----------------------------------------------------------------------------- checks and geometry
-
-
-def _prepare(volumes: Mapping[str, VolumeLike]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """name -> (3D float array, field of view per axis). Raises ValueError on bad input.
-
-    The field of view fixes the panel's aspect ratio: shape x voxel size for a Volume; an
-    ndarray is assumed to cover the same field of view as the largest ndarray (so a half-size
-    LR array is drawn with voxels twice as large, not as a smaller picture).
-    """
-    if not isinstance(volumes, Mapping) or len(volumes) == 0:
-        raise ValueError("volumes must be a non-empty dict of name -> Volume or 3D array")
-    arrays: dict[str, np.ndarray] = {}
-    sizes: dict[str, np.ndarray | None] = {}
-    for name, vol in volumes.items():
-        if isinstance(vol, Volume):
-            data, voxel = np.asarray(vol.data), np.asarray(vol.voxel_size, dtype=float)
-        else:
-            data, voxel = np.asarray(vol), None
-        if data.ndim != 3 or min(data.shape) == 0:
-            raise ValueError(f"volume {name!r}: expected a non-empty 3D array, got shape {data.shape}")
-        arrays[str(name)] = data
-        sizes[str(name)] = None if voxel is None else np.asarray(data.shape) * voxel
-    plain = [a.shape for n, a in arrays.items() if sizes[n] is None]
-    plain_fov = np.max(np.asarray(plain), axis=0).astype(float) if plain else None
-    return {n: (a, sizes[n] if sizes[n] is not None else plain_fov) for n, a in arrays.items()}
-
-
-def _check_axis(axis: int) -> int:
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or axis not in (0, 1, 2):
-        raise ValueError(f"axis must be 0 (x), 1 (y) or 2 (z), got {axis!r}")
-    return int(axis)
-
-
-def corresponding_index(index: int, n_from: int, n_to: int) -> int:
-    """Slice of a grid with `n_to` slices at the relative position of slice `index` of `n_from`.
-
-    Both grids span the same field of view with cell-centred voxels (as `io.resampled_affine`):
-    slice i sits at (i + 0.5) / n, and the slice whose cell contains that point is returned.
-    """
-    return int(min(n_to - 1, max(0, math.floor((index + 0.5) * n_to / n_from))))
-
-
-def _grid_slices(prepared: Mapping[str, tuple[np.ndarray, np.ndarray]], axis: int) -> int:
-    """Number of slices along `axis` on the finest grid (the one the slider runs over)."""
-    return max(a.shape[axis] for a, _ in prepared.values())
-
-
-def _resolve_index(index: int | None, n: int, axis: int) -> int:
-    if index is None:
-        return n // 2
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
-        raise ValueError(
-            f"index must be an integer in [0, {n - 1}] along axis {AXIS_NAMES[axis]}, got {index!r}"
-        )
-    return int(index)
-
-
-def _check_reference(difference_to: str | None, names) -> None:
-    if difference_to is not None and difference_to not in names:
-        raise ValueError(f"difference_to={difference_to!r} is not one of the volumes: {', '.join(names)}")
+__all__ = ["AXIS_NAMES", "CMAPS", "VolumeViewer", "corresponding_index", "show_volumes", "slice_grid"]
 
 
 # ----------------------------------------------------------------------------- the static figure
@@ -105,82 +70,93 @@ def slice_grid(
     axis: int = 2,
     index: int | None = None,
     difference_to: str | None = None,
+    overlay: str = "signed",
     cmap: str = "gray",
     vmin: float = 0.0,
     vmax: float = 1.0,
     diff_limit: float | None = None,
+    mask: np.ndarray | None = None,
     panel_size: float = 3.0,
 ) -> Figure:
-    """One slice of every volume in a row, and optionally their differences to a reference.
+    """One slice of every volume in a row, and optionally their error maps against a reference.
 
     `volumes`: name -> Volume or 3D array (x, y, z). `axis`: 0, 1 or 2, the axis the slice is
     normal to. `index`: the slice on the finest grid along `axis` (default: the middle); other
-    grids show the corresponding slice. The slice is drawn with the lower remaining axis
+    grids show the slice at the same position. The slice is drawn with the lower remaining axis
     horizontal and the higher one vertical, origin at the lower left, with the volume's
     physical aspect ratio. Titles read ``name`` and ``z=31 (of 64)``: the slice shown and the
-    number of slices on that volume's grid.
+    number of slices on that volume's grid. A Volume's affine adds L/R, A/P, S/I labels.
 
-    With `difference_to` (one of the names), a second row shows ``volume - reference``, signed,
-    in "bwr" with symmetric limits ``±diff_limit`` (default: the largest absolute difference in
-    the shown slices, shared by all panels). Volumes on another grid than the reference get an
-    empty panel. Returns a matplotlib Figure not registered with pyplot (save it, or
-    ``display`` it in a notebook).
+    With `difference_to` (one of the names), a second row shows each volume's `overlay` against
+    it (`planes.error_plane`): ``"signed"`` (volume − reference, "bwr", symmetric limits
+    ``±diff_limit``), ``"abs"`` or ``"ssim"`` (1 − SSIM map). `diff_limit` defaults to the
+    largest value in the shown slices (1 for SSIM). Volumes on another grid than the reference
+    get an empty panel. `mask` (3D, finest grid) outlines the hole in every panel. Returns a
+    matplotlib Figure not registered with pyplot (save it, or ``display`` it).
     """
-    prepared = _prepare(volumes)
-    axis = _check_axis(axis)
-    _check_reference(difference_to, list(prepared))
-    n_grid = _grid_slices(prepared, axis)
-    index = _resolve_index(index, n_grid, axis)
-    indices = {name: corresponding_index(index, n_grid, a.shape[axis]) for name, (a, _) in prepared.items()}
-    shown = {name: np.take(a, indices[name], axis=axis) for name, (a, _) in prepared.items()}
-    in_plane = [d for d in range(3) if d != axis]  # (horizontal, vertical)
+    grids = prepare(volumes)
+    axis = check_axis(axis)
+    check_reference(difference_to, list(grids))
+    if overlay not in OVERLAYS[1:]:
+        raise ValueError(f"overlay must be one of {', '.join(OVERLAYS[1:])}, got {overlay!r}")
+    index = resolve_index(index, slice_count(grids, axis), axis)
+    indices = slice_indices(grids, axis, index)
+    shown = planes(grids, axis, index)
+    holes = mask_planes(mask, grids, axis, index) if mask is not None else {}
+    h, v = in_plane(axis)
+    first_affine = next((g.affine for g in grids.values() if g.affine is not None), None)
+    labels = orientation_labels(first_affine, axis)
 
     rows = 1 if difference_to is None else 2
-    ncols = len(prepared)
+    ncols = len(grids)
     fig = Figure(figsize=(panel_size * ncols + 1.0, panel_size * rows + 0.4), layout="constrained")
     axes = np.asarray(fig.subplots(rows, ncols, squeeze=False))
-    images = []
-    for col, (name, (data, fov)) in enumerate(prepared.items()):
-        ax = axes[0, col]
-        extent = (0.0, float(fov[in_plane[0]]), 0.0, float(fov[in_plane[1]]))
-        images.append(
-            ax.imshow(shown[name].T, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", extent=extent,
-                      interpolation="nearest")
-        )
-        ax.set_title(f"{name}\n{AXIS_NAMES[axis]}={indices[name]} (of {data.shape[axis]})", fontsize=9)
+
+    def draw(ax, plane, name, **style):
+        fov = grids[name].fov
+        extent = (0.0, float(fov[h]), 0.0, float(fov[v]))
+        image = ax.imshow(plane.T, origin="lower", extent=extent, interpolation="nearest", **style)
+        if name in holes and holes[name].any():
+            ax.contour(holes[name].T.astype(float), levels=[0.5], colors="gold", linewidths=0.8,
+                       origin="lower", extent=extent)
+        for where, (x, y, ha, va) in {"left": (0.02, 0.5, "left", "center"), "right": (0.98, 0.5, "right", "center"),
+                                      "bottom": (0.5, 0.02, "center", "bottom"), "top": (0.5, 0.98, "center", "top")}.items():
+            if where in labels:
+                ax.text(x, y, labels[where], transform=ax.transAxes, ha=ha, va=va, color="gold", fontsize=8)
         ax.set_axis_off()
+        return image
+
+    images = []
+    for col, name in enumerate(grids):
+        images.append(draw(axes[0, col], shown[name], name, cmap=cmap, vmin=vmin, vmax=vmax))
+        axes[0, col].set_title(f"{name}\n{AXIS_NAMES[axis]}={indices[name]} (of {grids[name].data.shape[axis]})",
+                               fontsize=9)
     fig.colorbar(images[0], ax=list(axes[0]), shrink=0.8)
 
     if difference_to is not None:
-        ref = shown[difference_to]
-        diffs = {
-            name: s.astype(np.float64) - ref
-            for name, s in shown.items()
-            if name != difference_to and s.shape == ref.shape
-        }
+        errors = overlays(overlay, shown, difference_to)
         limit = diff_limit
         if limit is None:
-            limit = max((float(np.abs(d).max()) for d in diffs.values()), default=0.0)
+            limit = 1.0 if overlay == "ssim" else max(
+                (float(np.nanmax(np.abs(e))) for e in errors.values() if np.isfinite(e).any()), default=0.0)
         if not limit > 0:
             limit = 1e-3 * (vmax - vmin) if vmax > vmin else 1e-3
-        diff_images = []
-        for col, (name, (data, fov)) in enumerate(prepared.items()):
+        low = -limit if overlay == "signed" else 0.0
+        error_images = []
+        for col, name in enumerate(grids):
             ax = axes[1, col]
             ax.set_axis_off()
             if name == difference_to:
                 ax.text(0.5, 0.5, f"{name}\n(reference)", ha="center", va="center", transform=ax.transAxes)
-            elif name not in diffs:
-                ax.text(0.5, 0.5, f"{name}\non another grid\n{data.shape}", ha="center", va="center",
+            elif name not in errors:
+                ax.text(0.5, 0.5, f"{name}\non another grid\n{grids[name].data.shape}", ha="center", va="center",
                         transform=ax.transAxes)
             else:
-                extent = (0.0, float(fov[in_plane[0]]), 0.0, float(fov[in_plane[1]]))
-                diff_images.append(
-                    ax.imshow(diffs[name].T, cmap="bwr", vmin=-limit, vmax=limit, origin="lower",
-                              extent=extent, interpolation="nearest")
-                )
-                ax.set_title(f"{name} − {difference_to}", fontsize=9)
-        if diff_images:
-            fig.colorbar(diff_images[0], ax=list(axes[1]), shrink=0.8)
+                error_images.append(draw(ax, errors[name], name, cmap=_OVERLAY_CMAPS[overlay], vmin=low, vmax=limit))
+                what = f"{name} − {difference_to}" if overlay == "signed" else f"{OVERLAY_TITLES[overlay]}: {name}"
+                ax.set_title(what, fontsize=9)
+        if error_images:
+            fig.colorbar(error_images[0], ax=list(axes[1]), shrink=0.8)
     return fig
 
 
@@ -193,12 +169,47 @@ def _png(fig: Figure, dpi: int) -> bytes:
 # ----------------------------------------------------------------------------- the widget
 
 
-class VolumeViewer(widgets.VBox):
-    """The widget `show_volumes` returns: [axis dropdown, slice slider] above an Output.
+def _lut(name: str) -> list[int]:
+    """A colour map as 256 RGB triplets, flat (what the browser indexes)."""
+    rgb = colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3]
+    return [int(round(c)) for c in (rgb * 255).ravel()]
 
-    Attributes for code and tests: `axis_dropdown`, `slider`, `output`, `figure` (the Figure
-    last drawn), `axis`, `index` (on the finest grid) and `indices` (name -> slice shown).
+
+def _plane_bytes(plane: np.ndarray, dtype) -> bytes:
+    """A [horizontal, vertical] plane as rows top to bottom (how a canvas is filled)."""
+    return np.ascontiguousarray(plane.T[::-1], dtype=dtype).tobytes()
+
+
+class VolumeViewer(anywidget.AnyWidget):
+    """Linked views of several volumes in JupyterLab; see the module docstring for the controls.
+
+    Traits that code and tests may set or read: `axis`, `index` (slice on the finest grid),
+    `crosshair` (x, y, z in mm of the FOV), `window` ([low, high] of the grey scale), `cmap`,
+    `overlay` ("none", "abs", "signed", "ssim" against `reference`), `overlay_opacity`,
+    `overlay_limit`, `playing`. `panels` holds what the browser draws (one dict per volume).
     """
+
+    _esm = Path(__file__).with_name("viewer.js")
+    _css = Path(__file__).with_name("viewer.css")
+
+    grid = traitlets.Dict().tag(sync=True)
+    axis = traitlets.Int(2).tag(sync=True)
+    index = traitlets.Int(0).tag(sync=True)
+    crosshair = traitlets.List(traitlets.Float(), minlen=3, maxlen=3, default_value=[0.0, 0.0, 0.0]).tag(sync=True)
+    window = traitlets.List(traitlets.Float(), minlen=2, maxlen=2, default_value=[0.0, 1.0]).tag(sync=True)
+    default_window = traitlets.List(traitlets.Float(), default_value=[0.0, 1.0]).tag(sync=True)
+    cmap = traitlets.Unicode("gray").tag(sync=True)
+    cmaps = traitlets.List(traitlets.Unicode(), default_value=list(CMAPS)).tag(sync=True)
+    luts = traitlets.Dict().tag(sync=True)
+    overlay = traitlets.Unicode("none").tag(sync=True)
+    overlay_opacity = traitlets.Float(0.7).tag(sync=True)
+    overlay_limit = traitlets.Float(0.2).tag(sync=True)
+    reference = traitlets.Unicode("").tag(sync=True)
+    orientation = traitlets.Dict().tag(sync=True)
+    panels = traitlets.List().tag(sync=True)
+    panel_size = traitlets.Int(240).tag(sync=True)
+    playing = traitlets.Bool(False).tag(sync=True)
+    play_interval_ms = traitlets.Int(200).tag(sync=True)
 
     def __init__(
         self,
@@ -206,90 +217,143 @@ class VolumeViewer(widgets.VBox):
         *,
         axis: int = 2,
         index: int | None = None,
+        reference: str | None = None,
+        overlay: str = "none",
+        overlay_limit: float | None = None,
+        mask: np.ndarray | None = None,
+        cmap: str = "gray",
+        vmin: float = 0.0,
+        vmax: float = 1.0,
+        panel_size: int = 240,
         dpi: int = 80,
-        **grid_options,
     ) -> None:
-        self._volumes = dict(volumes) if isinstance(volumes, Mapping) else volumes
-        self._prepared = _prepare(self._volumes)
-        axis = _check_axis(axis)
-        _check_reference(grid_options.get("difference_to"), list(self._prepared))
-        n = _grid_slices(self._prepared, axis)
-        index = _resolve_index(index, n, axis)
-        self._grid_options = grid_options
+        self._grids = prepare(volumes)
+        axis = check_axis(axis)
+        check_reference(reference, list(self._grids))
+        if overlay not in OVERLAYS:
+            raise ValueError(f"overlay must be one of {', '.join(OVERLAYS)}, got {overlay!r}")
+        if overlay != "none" and reference is None:
+            raise ValueError(f"overlay={overlay!r} needs a reference volume (reference=...)")
+        if cmap not in CMAPS:
+            raise ValueError(f"cmap must be one of {', '.join(CMAPS)}, got {cmap!r}")
+        if not vmax > vmin:
+            raise ValueError(f"vmax must be above vmin, got vmin={vmin}, vmax={vmax}")
+        index = resolve_index(index, slice_count(self._grids, axis), axis)
+        self._mask = None if mask is None else np.asarray(mask).astype(bool)
+        if self._mask is not None:
+            mask_planes(self._mask, self._grids, axis, index)  # raises now on a wrong shape
         self._dpi = dpi
-        self._png_bytes = b""
-        self.figure: Figure | None = None
-        self.axis_dropdown = widgets.Dropdown(options=_AXIS_LABELS, value=axis, description="axis")
-        # Redraw on release only: each redraw renders a PNG, and a dragged slider would queue many.
-        self.slider = widgets.IntSlider(
-            value=index, min=0, max=n - 1, description="slice", continuous_update=False
+        finest = self._grids[max(self._grids, key=lambda n: self._grids[n].data.size)]
+        fov = finest.fov
+        super().__init__(
+            grid={"shape": list(finest.data.shape), "voxel": [float(x) for x in finest.voxel],
+                  "fov": [float(x) for x in fov],
+                  "affine": None if finest.affine is None else np.asarray(finest.affine).tolist()},
+            axis=axis, index=index, crosshair=[float(f) / 2 for f in fov],
+            window=[float(vmin), float(vmax)], default_window=[float(vmin), float(vmax)], cmap=cmap,
+            luts={name: _lut(name) for name in (*CMAPS, "bwr")}, overlay=overlay,
+            overlay_limit=float(overlay_limit if overlay_limit is not None else (1.0 if overlay == "ssim" else 0.2 * (vmax - vmin))),
+            reference=reference or "", panel_size=panel_size,
         )
-        self.output = widgets.Output()
-        super().__init__([widgets.HBox([self.axis_dropdown, self.slider]), self.output])
-        self._updating = False
-        self.axis_dropdown.observe(self._on_axis, names="value")
-        self.slider.observe(self._on_index, names="value")
-        self.redraw()
+        self.crosshair = self._crosshair_on_slice(self.crosshair)
+        self._refresh()
+        self.observe(self._on_slice, names=["axis", "index", "overlay"])
+
+    # -- what the kernel computes --------------------------------------------------------------
 
     @property
-    def axis(self) -> int:
-        return int(self.axis_dropdown.value)
-
-    @property
-    def index(self) -> int:
-        return int(self.slider.value)
+    def volume_names(self) -> list[str]:
+        return list(self._grids)
 
     @property
     def indices(self) -> dict[str, int]:
-        n = _grid_slices(self._prepared, self.axis)
+        """name -> the slice each panel shows."""
+        return slice_indices(self._grids, self.axis, self.index)
+
+    def values_at(self, point_mm: Sequence[float] | None = None) -> dict[str, float]:
+        """name -> the value under a FOV point (default: the crosshair), as the readout shows it."""
+        return values_at(self._grids, self.crosshair if point_mm is None else point_mm)
+
+    def scanner_position(self, point_mm: Sequence[float] | None = None) -> np.ndarray | None:
+        """Scanner coordinates (mm, through the finest volume's affine) of a FOV point."""
+        finest = self._grids[max(self._grids, key=lambda n: self._grids[n].data.size)]
+        return world_position(finest, self.crosshair if point_mm is None else point_mm)
+
+    def _crosshair_on_slice(self, crosshair: Sequence[float]) -> list[float]:
+        point = [float(c) for c in crosshair]
+        voxel = self.grid["voxel"][self.axis] * self.grid["shape"][self.axis] / slice_count(self._grids, self.axis)
+        point[self.axis] = (self.index + 0.5) * voxel
+        return point
+
+    def _on_slice(self, change) -> None:
+        if change["name"] == "axis":
+            # the slice through the crosshair, as the browser picks it when the axis changes
+            n = slice_count(self._grids, self.axis)
+            wanted = int(min(n - 1, max(0, self.crosshair[self.axis] * n // self.grid["fov"][self.axis])))
+            if wanted != self.index:
+                self.index = wanted  # re-enters here with name "index", which refreshes
+                return
+        if change["name"] == "overlay" and change["new"] != "none" and not self.reference:
+            self.overlay = "none"
+            raise ValueError("an overlay needs a reference volume (build the viewer with reference=...)")
+        if change["name"] in ("axis", "index"):
+            self.crosshair = self._crosshair_on_slice(self.crosshair)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Cut the current slice of every volume, its overlay, mask and scores, for the browser."""
         axis, index = self.axis, self.index
-        return {name: corresponding_index(index, n, a.shape[axis]) for name, (a, _) in self._prepared.items()}
+        shown = planes(self._grids, axis, index)
+        indices = self.indices
+        errors = overlays(self.overlay, shown, self.reference) if self.reference else {}
+        scores = plane_scores(shown, self.reference) if self.reference else {}
+        holes = mask_planes(self._mask, self._grids, axis, index) if self._mask is not None else {}
+        h, v = in_plane(axis)
+        panels = []
+        for name, grid in self._grids.items():
+            subtitle = f"{AXIS_NAMES[axis]}={indices[name]} of {grid.data.shape[axis]}"
+            if name in scores:
+                subtitle += f" · {scores[name]['psnr']:.2f} dB · SSIM {scores[name]['ssim']:.3f}"
+            elif name == self.reference:
+                subtitle += " · reference"
+            panels.append({
+                "name": name, "width": int(shown[name].shape[0]), "height": int(shown[name].shape[1]),
+                "fov": [float(grid.fov[h]), float(grid.fov[v])], "subtitle": subtitle,
+                "data": _plane_bytes(shown[name], np.float32),
+                "overlay": _plane_bytes(errors[name], np.float32) if name in errors else None,
+                "mask": _plane_bytes(holes[name], np.uint8) if name in holes and holes[name].any() else None,
+                "scores": scores.get(name, {}),
+            })
+        first_affine = next((g.affine for g in self._grids.values() if g.affine is not None), None)
+        self.orientation = orientation_labels(first_affine, axis)
+        self.panels = panels
 
-    def _on_axis(self, change) -> None:
-        n = _grid_slices(self._prepared, change["new"])
-        self._updating = True  # one redraw for the max/value pair, not one per trait
-        try:
-            self.slider.value = 0  # valid on both grids, so max can shrink safely
-            self.slider.max = n - 1
-            self.slider.value = n // 2
-        finally:
-            self._updating = False
-        self.redraw()
+    # -- a picture for frontends without widgets ----------------------------------------------
 
-    def _on_index(self, change) -> None:
-        if not self._updating:
-            self.redraw()
+    def figure(self) -> Figure:
+        """The current slice as `slice_grid` draws it (the report's static picture)."""
+        low, high = self.window
+        overlay = self.overlay if self.overlay != "none" else "signed"
+        return slice_grid({n: self._volume(n) for n in self._grids}, axis=self.axis, index=self.index,
+                          difference_to=self.reference or None, overlay=overlay, cmap=self.cmap,
+                          vmin=low, vmax=high, mask=self._mask)
 
-    def redraw(self) -> None:
-        """Draw the current slice with `slice_grid` and put it, as a PNG, into the Output.
+    def _volume(self, name: str):
+        grid = self._grids[name]
+        if grid.affine is None:
+            return grid.data
+        from sr_lib.io import Volume
 
-        Setting the Output's `outputs` (rather than capturing `display` inside it) works with
-        or without a kernel, and a headless run (papermill) saves the picture in the widget
-        state; `_repr_mimebundle_` also carries it for viewers that do not run widgets.
-        """
-        self.figure = slice_grid(
-            self._volumes,
-            axis=self.axis,
-            index=self.index,
-            **self._grid_options,
-        )
-        self._png_bytes = _png(self.figure, self._dpi)
-        self.output.outputs = (
-            {
-                "output_type": "display_data",
-                "data": {
-                    "image/png": base64.b64encode(self._png_bytes).decode("ascii"),
-                    "text/plain": f"<slice grid: axis {AXIS_NAMES[self.axis]}, slice {self.index}>",
-                },
-                "metadata": {},
-            },
-        )
+        return Volume(grid.data, grid.affine)
 
     def _repr_mimebundle_(self, **kwargs):
         data = super()._repr_mimebundle_(**kwargs)
-        if data is not None and self._png_bytes:
-            # A static fallback: frontends without the widget manager show the first picture.
-            data["image/png"] = base64.b64encode(self._png_bytes).decode("ascii")
+        if isinstance(data, tuple):  # (data, metadata) from some ipywidgets versions
+            data = data[0]
+        if data is not None:
+            data["image/png"] = base64.b64encode(_png(self.figure(), self._dpi)).decode("ascii")
+            data["text/plain"] = (f"<VolumeViewer {', '.join(self._grids)}: axis {AXIS_NAMES[self.axis]}, "
+                                  f"slice {self.index}>")
         return data
 
 
@@ -299,28 +363,21 @@ def show_volumes(
     axis: int = 2,
     index: int | None = None,
     difference_to: str | None = None,
+    overlay: str | None = None,
+    mask: np.ndarray | None = None,
     cmap: str = "gray",
     vmin: float = 0.0,
     vmax: float = 1.0,
     diff_limit: float | None = None,
+    panel_size: int = 240,
     dpi: int = 80,
 ) -> VolumeViewer:
-    """An ipywidgets viewer of several volumes side by side (an ``ipywidgets.VBox``).
+    """A `VolumeViewer` of several volumes side by side, linked (one slice, crosshair, zoom).
 
-    An axis dropdown and a slice slider drive every panel together; volumes on coarser grids
-    show the slice at the same relative position. `difference_to` adds a row of signed
-    difference maps (see `slice_grid`, which draws every frame). The first frame is drawn at
-    once, so a notebook executed headless (papermill) still shows a picture.
+    `difference_to` names the reference (usually "HR") that the error overlays and the per-slice
+    PSNR/SSIM in the panel titles compare against; `overlay` starts one ("abs", "signed",
+    "ssim"; default none, chosen in the viewer). `mask` (3D, finest grid) outlines the hole.
     """
-    viewer = VolumeViewer(
-        volumes,
-        axis=axis,
-        index=index,
-        dpi=dpi,
-        difference_to=difference_to,
-        cmap=cmap,
-        vmin=vmin,
-        vmax=vmax,
-        diff_limit=diff_limit,
-    )
-    return viewer
+    return VolumeViewer(volumes, axis=axis, index=index, reference=difference_to, overlay=overlay or "none",
+                        overlay_limit=diff_limit, mask=mask, cmap=cmap, vmin=vmin, vmax=vmax,
+                        panel_size=panel_size, dpi=dpi)

@@ -27,31 +27,69 @@ def image_titles(fig: Figure) -> list[str]:
     return [ax.get_title() for ax in fig.axes if ax.get_images() and ax.get_title()]
 
 
-def test_widget_builds_and_draws_initial_picture(hr_lr):
+def _panel(viewer, name: str) -> dict:
+    return next(p for p in viewer.panels if p["name"] == name)
+
+
+def _plane(panel: dict) -> np.ndarray:
+    """A panel's float32 rows (top to bottom) back as a [horizontal, vertical] plane."""
+    rows = np.frombuffer(panel["data"], dtype=np.float32).reshape(panel["height"], panel["width"])
+    return rows[::-1].T
+
+
+def test_widget_sends_the_middle_slice_and_a_static_picture(hr_lr):
     hr, lr = hr_lr
     viewer = show_volumes({"HR": hr, "LR": lr})
-    assert isinstance(viewer, widgets.VBox)
+    assert isinstance(viewer, widgets.DOMWidget)
     assert viewer.axis == 2 and viewer.index == 10  # middle slice of the finest grid
-    assert viewer.slider.max == 19
-    # The first frame is already in the Output and in the static fallback of the repr.
-    assert len(viewer.output.outputs) == 1
-    assert "image/png" in viewer.output.outputs[0]["data"]
+    assert viewer.indices == {"HR": 10, "LR": 5}
+    np.testing.assert_array_equal(_plane(_panel(viewer, "HR")), hr[:, :, 10])
+    np.testing.assert_array_equal(_plane(_panel(viewer, "LR")), lr[:, :, 5])
+    assert _panel(viewer, "LR")["fov"] == _panel(viewer, "HR")["fov"] == [32.0, 30.0]
+    # Frontends without a widget manager (papermill, GitHub) get the picture slice_grid draws.
     bundle = viewer._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle and "image/png" in bundle
 
 
-def test_slider_and_axis_update_index_and_title(hr_lr):
+def test_slice_axis_and_crosshair_follow_each_other(hr_lr):
     hr, lr = hr_lr
     viewer = show_volumes({"HR": hr, "LR": lr}, index=3)
-    assert image_titles(viewer.figure) == ["HR\nz=3 (of 20)", "LR\nz=1 (of 10)"]
-    first_png = viewer.output.outputs[0]["data"]["image/png"]
-    viewer.slider.value = 12
+    assert _panel(viewer, "HR")["subtitle"].startswith("z=3 of 20")
+    assert _panel(viewer, "LR")["subtitle"].startswith("z=1 of 10")
+    viewer.index = 12
     assert viewer.indices == {"HR": 12, "LR": 6}
-    assert image_titles(viewer.figure) == ["HR\nz=12 (of 20)", "LR\nz=6 (of 10)"]
-    assert viewer.output.outputs[0]["data"]["image/png"] != first_png
-    viewer.axis_dropdown.value = 0
-    assert viewer.slider.max == 31 and viewer.index == 16
-    assert image_titles(viewer.figure) == ["HR\nx=16 (of 32)", "LR\nx=8 (of 16)"]
+    np.testing.assert_array_equal(_plane(_panel(viewer, "LR")), lr[:, :, 6])
+    assert viewer.crosshair[2] == pytest.approx(12.5)  # the crosshair sits on the slice shown
+    viewer.crosshair = [7.2, 3.9, 12.5]  # as a click in the browser sets it
+    viewer.axis = 0  # the sagittal slice through the crosshair
+    assert viewer.index == 7 and viewer.indices == {"HR": 7, "LR": 3}
+    np.testing.assert_array_equal(_plane(_panel(viewer, "HR")), hr[7, :, :])
+    assert viewer.values_at() == {"HR": pytest.approx(hr[7, 3, 12]), "LR": pytest.approx(lr[3, 1, 6])}
+
+
+def test_overlays_scores_mask_and_orientation(hr_lr):
+    hr, lr = hr_lr
+    pred = (hr + 0.05).astype(np.float32)
+    hole = np.zeros(hr.shape, dtype=bool)
+    hole[10:20, 10:20, :] = True
+    volumes = {"LR": Volume(lr, np.diag([-2.0, 2.0, 2.0, 1.0])), "pred": Volume(pred, np.diag([-1.0, 1.0, 1.0, 1.0])),
+               "HR": Volume(hr, np.diag([-1.0, 1.0, 1.0, 1.0]))}
+    viewer = show_volumes(volumes, difference_to="HR", mask=hole, index=4)
+    assert _panel(viewer, "pred")["overlay"] is None  # no overlay until one is chosen
+    viewer.overlay = "signed"
+    signed = np.frombuffer(_panel(viewer, "pred")["overlay"], dtype=np.float32).reshape(30, 32)[::-1].T
+    np.testing.assert_allclose(signed, pred[:, :, 4] - hr[:, :, 4], atol=1e-6)
+    assert _panel(viewer, "LR")["overlay"] is None and _panel(viewer, "HR")["overlay"] is None
+    viewer.overlay = "ssim"
+    dissimilarity = np.frombuffer(_panel(viewer, "pred")["overlay"], dtype=np.float32)
+    assert np.isnan(dissimilarity).any() and np.nanmin(dissimilarity) >= -1e-6  # border NaN, 1 - SSIM >= 0
+    assert " dB · SSIM " in _panel(viewer, "pred")["subtitle"]
+    assert _panel(viewer, "pred")["scores"]["psnr"] == pytest.approx(26.02, abs=0.01)  # 20 log10(1 / 0.05)
+    mask_rows = np.frombuffer(_panel(viewer, "LR")["mask"], dtype=np.uint8).reshape(15, 16)
+    assert mask_rows[::-1].T[5:10, 5:10].all() and mask_rows.sum() == 25  # the hole on the LR grid
+    # x runs to the patient's left (affine -1): the panel's right edge is L
+    assert viewer.orientation == {"left": "R", "right": "L", "bottom": "P", "top": "A"}
+    np.testing.assert_allclose(viewer.scanner_position([0.5, 0.5, 0.5]), [0.0, 0.0, 0.0])
 
 
 def test_lr_and_hr_show_corresponding_slices(hr_lr):
@@ -91,7 +129,10 @@ def test_difference_row_has_symmetric_limits(hr_lr):
     (im,) = [im for ax in fixed.axes for im in ax.get_images() if im.get_cmap().name == "bwr"]
     assert im.get_clim() == (-0.2, 0.2)
     viewer = show_volumes({"HR": hr, "pred": pred}, difference_to="HR")
-    assert "pred − HR" in [ax.get_title() for ax in viewer.figure.axes]
+    assert "pred − HR" in [ax.get_title() for ax in viewer.figure().axes]
+    ssim_fig = slice_grid({"HR": hr, "pred": pred}, difference_to="HR", overlay="ssim")
+    (ssim_im,) = [im for ax in ssim_fig.axes for im in ax.get_images() if im.get_cmap().name == "magma"]
+    assert ssim_im.get_clim() == (0.0, 1.0)
 
 
 def test_bad_arguments_raise(hr_lr):
@@ -111,3 +152,11 @@ def test_bad_arguments_raise(hr_lr):
         show_volumes({"slice": hr[:, :, 0]})
     with pytest.raises(ValueError, match="HR, LR"):
         show_volumes({"HR": hr, "LR": lr}, difference_to="SR")
+    with pytest.raises(ValueError, match="reference"):
+        show_volumes({"HR": hr, "LR": lr}, overlay="abs")
+    with pytest.raises(ValueError, match="overlay"):
+        show_volumes({"HR": hr, "LR": lr}, difference_to="HR", overlay="fancy")
+    with pytest.raises(ValueError, match="mask must be on the finest grid"):
+        show_volumes({"HR": hr, "LR": lr}, mask=np.zeros(lr.shape, bool))
+    with pytest.raises(ValueError, match="cmap"):
+        show_volumes({"HR": hr}, cmap="jet")

@@ -1,0 +1,69 @@
+"""Explorers' building blocks: per-slice scores with known values, strip plots, overlaid curves."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from types import SimpleNamespace  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from sr_lib.explore import per_slice_scores, plot_per_slice, plot_subject_strips, plot_training_curves  # noqa: E402
+
+
+@pytest.fixture
+def head():
+    x, y, z = np.meshgrid(np.linspace(-1, 1, 32), np.linspace(-1, 1, 28), np.linspace(-1, 1, 12), indexing="ij")
+    return (0.2 + 0.6 * (x**2 + y**2 < 0.7)).astype(np.float32) * (x**2 + y**2 < 0.9)
+
+
+def test_per_slice_scores_have_known_values(head):
+    offset = head + 0.1  # 0.1 too bright everywhere: 20 dB on every slice's head
+    lr = head[::2, ::2, ::2]
+    scores = per_slice_scores({"LR": lr, "offset": offset, "same": head.copy(), "HR": head}, axis=2)
+    assert set(scores["name"]) == {"offset", "same"}  # the reference and the other grid are left out
+    assert list(scores.loc[scores["name"] == "offset", "slice"]) == list(range(12))
+    np.testing.assert_allclose(scores.loc[scores["name"] == "offset", "psnr"], 20.0, atol=1e-4)
+    assert np.isinf(scores.loc[scores["name"] == "same", "psnr"]).all()
+    np.testing.assert_allclose(scores.loc[scores["name"] == "same", "ssim"], 1.0)
+    # slices without head are not scored
+    empty_top = head.copy()
+    empty_top[:, :, -3:] = 0
+    fewer = per_slice_scores({"a": empty_top + 0.01, "HR": empty_top})
+    assert fewer["slice"].max() == 8
+    fig = plot_per_slice(scores[scores["name"] == "offset"])
+    (line,) = fig.axes[0].get_lines()
+    np.testing.assert_allclose(line.get_ydata(), 20.0, atol=1e-4)
+    with pytest.raises(ValueError, match="'HR' is not one of"):
+        per_slice_scores({"a": head})
+
+
+def test_strip_plot_orders_methods_and_draws_every_score():
+    rows = [{"method": m, "subject": s, "seed": seed, "region": "brain", "status": "done", "psnr": base + i + 0.1 * seed}
+            for m, base in (("good", 30.0), ("bad", 25.0)) for i, s in enumerate(("sub-1", "sub-2", "sub-3"))
+            for seed in (0, 1)]
+    rows.append({"method": "broken", "subject": "sub-1", "seed": 0, "region": "brain", "status": "failed", "psnr": np.nan})
+    fig = plot_subject_strips(pd.DataFrame(rows))
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["bad", "good"]  # best on the right; failed left out
+    from matplotlib.collections import PathCollection
+
+    points = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections if isinstance(c, PathCollection)])
+    assert len(points) == 12 and points.max() == pytest.approx(32.1)
+
+
+def test_training_curves_overlay_runs_and_name_those_without_the_column():
+    def run(method, seed, values):
+        log = pd.DataFrame({"step": [100, 200, 300], "val_psnr": values}) if values else pd.DataFrame()
+        return SimpleNamespace(config=SimpleNamespace(method=method, seed=seed), log=log)
+
+    fig = plot_training_curves([run("srcnn", 0, [25.0, 26.0, 27.0]), run("srcnn", 1, [24.0, 26.5, 27.5]),
+                                run("bicubic", 0, None)], title="t")
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["srcnn seed 0", "srcnn seed 1"]
+    assert ax.get_lines()[1].get_linestyle() == "--"
+    assert "no val_psnr: bicubic" in ax.get_title()
