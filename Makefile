@@ -9,10 +9,21 @@ PROFILE ?= quick
 
 setup: $(STAMP)
 
+# requirements.lock is the CPU lock (hashed; setuptools in it builds the package). On Linux its
+# torch is the `+cpu` build, which is on the PyTorch CPU index, not on PyPI: the index is added
+# only when pip cannot find that torch without it (a local wheel in pip's find-links does), as
+# an index pip cannot reach costs retries for every package. CUDA: see requirements-cuda.lock.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_CPU   := $(shell sed -n 's/^\(torch==[^ ;]*+cpu\).*/\1/p' requirements.lock)
+
 $(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11, 5))' || \
+	  { echo "sr_lib's lock needs CPython 3.11.5 or newer: make PYTHON=python3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.lock
+	if $(PY) -m pip install --quiet --dry-run --no-deps "$(TORCH_CPU)" >/dev/null 2>&1; \
+	then $(PY) -m pip install --quiet -r requirements.lock; \
+	else $(PY) -m pip install --quiet -r requirements.lock --extra-index-url $(TORCH_INDEX); fi
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
