@@ -246,7 +246,48 @@ def _show(output: widgets.Output, *items) -> None:
 
 
 class _Explorer(widgets.VBox):
-    """What both explorers share: a short text where no widget manager runs (the report)."""
+    """What both explorers share: study, setting and methods pickers above an Output, and a
+    short text where no widget manager runs (the report). Subclasses add `extra` pickers,
+    fill them in `_fill_more` from the chosen setting's runs, and draw in `refresh`."""
+
+    def __init__(self, runs_by_study: Mapping[str, Sequence[RunResult]], extra: Sequence[widgets.Widget]) -> None:
+        self._runs = {name: list(runs) for name, runs in runs_by_study.items() if settings_of(runs)}
+        if not self._runs:
+            raise ValueError("no study has a finished run yet: `sr-lib report` (or `--study NAME`) makes them")
+        self.study = widgets.Dropdown(options=list(self._runs), description="study")
+        self.setting = widgets.Dropdown(description="setting")
+        self.methods = widgets.SelectMultiple(description="methods", rows=6)
+        self.output = widgets.Output()
+        super().__init__([widgets.HBox([widgets.VBox([self.study, self.setting, *extra]), self.methods]), self.output])
+        self._busy = False
+        self.study.observe(lambda _: self._fill(), names="value")
+        self.setting.observe(lambda _: self._fill(keep_setting=True), names="value")
+        self.methods.observe(lambda _: self.refresh(), names="value")
+
+    def _fill(self, keep_setting: bool = False) -> None:
+        """Options of every picker for the chosen study (and setting), then one refresh."""
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            runs = self._runs[self.study.value]
+            if not keep_setting or self.setting.value is None:
+                _set_options(self.setting, [(setting_label(s), s) for s in settings_of(runs)])
+            self._fill_more(_chosen(runs, self.setting.value))
+        finally:
+            self._busy = False
+        self.refresh()
+
+    def _fill_more(self, chosen: list[RunResult]) -> None:
+        raise NotImplementedError
+
+    def _offer_methods(self, methods: list[str], selected: Sequence[str]) -> None:
+        if list(self.methods.options) != methods:
+            self.methods.options = methods
+            self.methods.value = tuple(selected)
+
+    def refresh(self) -> None:
+        raise NotImplementedError
 
     def _repr_mimebundle_(self, **kwargs):
         data = super()._repr_mimebundle_(**kwargs)
@@ -260,50 +301,25 @@ class RunExplorer(_Explorer):
     per-slice PSNR of the chosen methods. Built from `studies_runs`' result."""
 
     def __init__(self, runs_by_study: Mapping[str, Sequence[RunResult]], *, axis: int = 2) -> None:
-        self._runs = {name: list(runs) for name, runs in runs_by_study.items() if settings_of(runs)}
-        if not self._runs:
-            raise ValueError("no study has a finished run yet: `sr-lib report` (or `--study NAME`) makes them")
         self._axis = axis
-        self.study = widgets.Dropdown(options=list(self._runs), description="study")
-        self.setting = widgets.Dropdown(description="setting")
         self.subject = widgets.Dropdown(description="subject")
         self.seed = widgets.Dropdown(description="seed")
-        self.methods = widgets.SelectMultiple(description="methods", rows=6)
-        self.output = widgets.Output()
         self.viewer = None
-        controls = widgets.HBox([widgets.VBox([self.study, self.setting, self.subject, self.seed]), self.methods])
-        super().__init__([controls, self.output])
-        self._busy = False
-        self.study.observe(lambda _: self._fill(), names="value")
-        for w in (self.setting, self.seed):
-            w.observe(lambda _: self._fill(keep_study=True), names="value")
-        for w in (self.subject, self.methods):
-            w.observe(lambda _: self.refresh(), names="value")
+        super().__init__(runs_by_study, [self.subject, self.seed])
+        self.seed.observe(lambda _: self._fill(keep_setting=True), names="value")
+        self.subject.observe(lambda _: self.refresh(), names="value")
         self._fill()
 
-    def _fill(self, keep_study: bool = False) -> None:
-        if self._busy:
-            return
-        self._busy = True
-        try:
-            runs = self._runs[self.study.value]
-            if not keep_study or self.setting.value is None:
-                _set_options(self.setting, [(setting_label(s), s) for s in settings_of(runs)])
-            chosen = _chosen(runs, self.setting.value)
-            seeds = sorted({r.config.seed for r in chosen})
-            if self.seed.value not in seeds:
-                _set_options(self.seed, seeds)
-            methods = sorted({r.config.method for r in chosen if r.config.seed == self.seed.value}, key=_natural)
-            if list(self.methods.options) != methods:
-                self.methods.options = methods
-                self.methods.value = tuple(methods[:6])
-            n_test = len(chosen[0].info.get("test_subjects", [])) if chosen else 0
-            subjects = [(s, i) for i, s in enumerate(chosen[0].info.get("test_subjects", []))] if n_test else [("0", 0)]
-            if list(self.subject.options) != subjects:
-                _set_options(self.subject, subjects)
-        finally:
-            self._busy = False
-        self.refresh()
+    def _fill_more(self, chosen: list[RunResult]) -> None:
+        seeds = sorted({r.config.seed for r in chosen})
+        if self.seed.value not in seeds:
+            _set_options(self.seed, seeds)
+        methods = sorted({r.config.method for r in chosen if r.config.seed == self.seed.value}, key=_natural)
+        self._offer_methods(methods, methods[:6])
+        test_subjects = chosen[0].info.get("test_subjects", []) if chosen else []
+        subjects = [(s, i) for i, s in enumerate(test_subjects)] or [("0", 0)]
+        if list(self.subject.options) != subjects:
+            _set_options(self.subject, subjects)
 
     def refresh(self) -> None:
         """Load the chosen volumes into a fresh viewer, with their per-slice scores below."""
@@ -330,39 +346,15 @@ class CurveExplorer(_Explorer):
     study, setting, methods and log column."""
 
     def __init__(self, runs_by_study: Mapping[str, Sequence[RunResult]]) -> None:
-        self._runs = {name: list(runs) for name, runs in runs_by_study.items() if settings_of(runs)}
-        if not self._runs:
-            raise ValueError("no study has a finished run yet: `sr-lib report` (or `--study NAME`) makes them")
-        self.study = widgets.Dropdown(options=list(self._runs), description="study")
-        self.setting = widgets.Dropdown(description="setting")
         self.column = widgets.Dropdown(options=[("validation PSNR", "val_psnr"), ("validation SSIM", "val_ssim"),
                                                 ("training loss", "loss")], description="curve")
-        self.methods = widgets.SelectMultiple(description="methods", rows=6)
-        self.output = widgets.Output()
-        super().__init__([widgets.HBox([widgets.VBox([self.study, self.setting, self.column]), self.methods]),
-                          self.output])
-        self._busy = False
-        self.study.observe(lambda _: self._fill(), names="value")
-        self.setting.observe(lambda _: self._fill(keep_setting=True), names="value")
-        for w in (self.column, self.methods):
-            w.observe(lambda _: self.refresh(), names="value")
+        super().__init__(runs_by_study, [self.column])
+        self.column.observe(lambda _: self.refresh(), names="value")
         self._fill()
 
-    def _fill(self, keep_setting: bool = False) -> None:
-        if self._busy:
-            return
-        self._busy = True
-        try:
-            runs = self._runs[self.study.value]
-            if not keep_setting or self.setting.value is None:
-                _set_options(self.setting, [(setting_label(s), s) for s in settings_of(runs)])
-            methods = sorted({r.config.method for r in _chosen(runs, self.setting.value)}, key=_natural)
-            if list(self.methods.options) != methods:
-                self.methods.options = methods
-                self.methods.value = tuple(methods)
-        finally:
-            self._busy = False
-        self.refresh()
+    def _fill_more(self, chosen: list[RunResult]) -> None:
+        methods = sorted({r.config.method for r in chosen}, key=_natural)
+        self._offer_methods(methods, methods)
 
     def refresh(self) -> None:
         if self._busy or self.setting.value is None:

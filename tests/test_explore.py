@@ -67,3 +67,30 @@ def test_training_curves_overlay_runs_and_name_those_without_the_column():
     assert [line.get_label() for line in ax.get_lines()] == ["srcnn seed 0", "srcnn seed 1"]
     assert ax.get_lines()[1].get_linestyle() == "--"
     assert "no val_psnr: bicubic" in ax.get_title()
+
+
+def test_run_explorer_loads_the_chosen_runs_and_says_when_volumes_are_missing(tmp_path):
+    from sr_lib.explore import RunExplorer, case_volumes
+    from sr_lib.runs import RunConfig, run_experiment
+
+    runs = [run_experiment(RunConfig(method=m, scenario="SR-B", profile="test", seed=0), tmp_path, progress=False)
+            for m in ("nearest", "bicubic")]
+    explorer = RunExplorer({"mine": runs, "empty": []})
+    assert list(explorer.study.options) == ["mine"]  # a study without finished runs is not offered
+    assert explorer.setting.value == ("SR-B", "T2", 2, "paired")
+    assert explorer.viewer.volume_names == ["LR", "bicubic", "nearest", "HR"]
+    volumes, _, subject = case_volumes(runs, explorer.setting.value, subject_index=explorer.subject.value)
+    hr = volumes["HR"].data
+    assert subject == explorer.subject.label and volumes["LR"].shape != hr.shape
+    assert 0.0 <= hr.min() and hr.max() <= 1.0 + 1e-6 and volumes["bicubic"].shape == hr.shape
+    explorer.methods.value = ("nearest",)
+    assert explorer.viewer.volume_names == ["LR", "nearest", "HR"]
+    for path in (runs[0].folder / "predictions").glob("*.nii.gz"):
+        path.unlink()
+    viewer = explorer.viewer
+    explorer.refresh()
+    assert explorer.viewer is viewer  # nothing new was shown
+    with pytest.raises(FileNotFoundError, match="not on this machine"):
+        case_volumes(runs, explorer.setting.value, methods=["nearest"])
+    with pytest.raises(ValueError, match="no study has a finished run"):
+        RunExplorer({"empty": []})
