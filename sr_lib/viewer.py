@@ -47,7 +47,6 @@ from sr_lib.planes import (
     plane_scores,
     planes,
     prepare,
-    reference_name,
     resolve_index,
     slice_count,
     slice_indices,
