@@ -12,6 +12,7 @@ plots and curves, which need only the committed metrics and logs, still work.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,9 +42,19 @@ __all__ = ["CurveExplorer", "RunExplorer", "case_volumes", "per_slice_scores", "
 def studies_runs(reports_root: str | os.PathLike, *, profile: str, studies: Sequence[str] | None = None,
                  dataset: str = "phantom", root: str | None = None, scale: int = 2,
                  seeds: int | None = None) -> dict[str, list[RunResult]]:
-    """study name -> its runs found under ``reports_root/runs/profile`` (finished or not)."""
+    """study name -> its runs found under ``reports_root/runs/profile`` (finished or not).
+
+    A name not registered in this process (a study a test or a script added to `STUDIES` in
+    another process) is left out with a warning: its tables and figures are files and still
+    show, but its runs cannot be planned here.
+    """
     runs_root = Path(reports_root) / "runs" / profile
-    chosen = get_studies(list(studies)) if studies else get_studies(list(STUDIES))
+    names = list(studies) if studies else list(STUDIES)
+    unknown = [n for n in names if n not in STUDIES]
+    if unknown:
+        logging.getLogger(__name__).warning("not registered here, so not explored: %s", ", ".join(unknown))
+    known = [n for n in names if n in STUDIES]
+    chosen = get_studies(known) if known else []
     return {s.name: study_runs(s, runs_root, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds)
             for s in chosen}
 
