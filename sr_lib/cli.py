@@ -2,52 +2,143 @@
 
 argparse lives here only; every command calls a library function. Errors print one line
 (`sr-lib: error: <file>: <problem>`) and exit 1, as do `check` and `apply` when a file
-fails; usage errors exit 2 (argparse), an interrupt 130; `--debug` shows the traceback.
+fails; usage errors exit 2 (argparse, and a method option no selected method has), an
+interrupt 130; `--debug` shows the traceback. What a command produces (tables, listings) goes
+to stdout; progress goes through `logging` to stderr: INFO by default, `-q` warnings only,
+`-v` debug. During `report` a status line says which study, run and step is training,
+redrawn in place on a terminal (`ConsoleHandler`). `--device` picks where torch computes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
+import shutil
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 
 from sr_lib import __version__
 from sr_lib.profiles import PROFILES
 
+PAIRINGS = ["paired", "misaligned", "unpaired"]
+DEVICE_HELP = "where torch computes: auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
+
+
+class UsageError(ValueError):
+    """A command line that cannot mean anything: exit 2, as argparse's own errors."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default appended to its help (not where the help already says it, nor
+    for flags and options without one); descriptions keep their line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help = action.help or ""
+        if "default" in help or action.nargs == 0 or action.default in (None, [], argparse.SUPPRESS):
+            return help
+        return super()._get_help_string(action)
+
+
+def device_name(text: str) -> str:
+    """argparse type of --device: auto, cpu, cuda or cuda:N (whether this machine has it is
+    checked when the command runs, as an error that exits 1)."""
+    name = text.strip().lower()
+    kind, _, index = name.partition(":")
+    if name in ("auto", "cpu", "cuda") or (kind == "cuda" and index.isdigit()):
+        return name
+    raise argparse.ArgumentTypeError(f"{text!r}: expected auto, cpu, cuda or cuda:N")
+
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="sizes of everything (default quick)")
-    parser.add_argument("--dataset", default="phantom", choices=["phantom", "ixi", "folder"], help="data source (default phantom)")
+    parser.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="sizes of everything")
+    parser.add_argument("--dataset", default="phantom", choices=["phantom", "ixi", "folder"], help="data source")
     parser.add_argument("--root", default=None, help="data folder for --dataset ixi/folder")
     parser.add_argument("--scale", type=int, default=2, help="SR factor where the scenario takes one (2 or 4)")
 
 
+def _add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
+
+
 def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--study", nargs="+", default=None, dest="studies", help="studies (default: all; see `sr-lib studies`)")
+    parser.add_argument("--study", nargs="+", default=None, dest="studies", metavar="STUDY",
+                        help="studies to run (default: all; see `sr-lib studies`)")
     parser.add_argument("--seeds", type=int, default=None, help="training seeds per run (default: each study's own)")
-    parser.add_argument("--out", default=None, help="reports folder (default reports/)")
+    parser.add_argument("--out", default=None, help="reports folder (default: reports/, or $SR_LIB_REPORTS)")
+
+
+def _add_variant_arguments(parser: argparse.ArgumentParser) -> None:
+    """--pairing, --schedule and --option: what varies every study's runs (new run identities)."""
+    parser.add_argument("--pairing", default=None, choices=PAIRINGS,
+                        help="every run's pairing of HR and LR training data (default: each study's own; methods that "
+                             "cannot train on it are n/a)")
+    parser.add_argument("--schedule", default=None, metavar="NAME",
+                        help="learning-rate schedule of every net method: constant, step, linear or cosine "
+                             "(default: each method's own); the same as --option schedule=NAME")
+    parser.add_argument("--option", action="append", default=[], metavar="[METHOD.]NAME=VALUE",
+                        help="a method option for every run whose method has it, or with METHOD. for that method's "
+                             "runs only, e.g. --option steps=200 --option srgan.adversarial_weight=0.01; repeatable; VALUE is "
+                             "read as JSON when it parses (see `sr-lib methods NAME` for names and defaults)")
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     _add_data_arguments(parser)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (initialisation, patch sampling)")
     parser.add_argument("--force", action="store_true", help="retrain even if an identical finished run exists")
 
 
+DESCRIPTIONS = {
+    "report": "Run the studies (see `sr-lib studies`): train every run that is not cached, side by side in worker\n"
+              "processes, execute the notebooks with papermill, write reports/tables, reports/figures and\n"
+              "reports/index.md. A finished run of the same identity (resolved options, data) is reused;\n"
+              "--pairing, --schedule and --option vary the runs (new identities). A status line on stderr says\n"
+              "which study, run and step is training.",
+    "tables": "Rebuild every study's tables and figures from the runs already made (nothing trains); give the\n"
+              "--pairing/--schedule/--option of the report that made them.",
+    "train": "Train and evaluate one method on one setting into a run folder under --out (reused when an\n"
+             "identical run finished; resumed from its checkpoint when one was interrupted).",
+    "apply": "Super-resolve NIfTI files with a trained run; each output keeps its input's geometry and units.",
+    "check": "Validate NIfTI files or a dataset folder with the rules `apply` uses; exit 1 if any file has a problem.",
+    "bench": "Training and inference speed of every method on this machine (a table; numbers never go into tests).",
+    "runs": "List, show or clean run folders.",
+    "methods": "The registered methods and presets; with a NAME, that method's options and defaults\n"
+               "(the names `--option` takes).",
+    "studies": "The studies `sr-lib report` runs: scenarios x contrasts x methods x seeds.",
+    "scenarios": "The degradation presets, with the paper's values and ours.",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sr-lib", description="MRI super-resolution / inpainting workbench")
+    parser = argparse.ArgumentParser(prog="sr-lib", formatter_class=HelpFormatter,
+                                     description="MRI super-resolution / inpainting workbench. "
+                                                 "`sr-lib COMMAND --help` describes each command.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", dest="log_level", action="store_const", const=logging.DEBUG,
+                        default=logging.INFO, help="log debug messages too")
+    parser.add_argument("-q", "--quiet", dest="log_level", action="store_const", const=logging.WARNING,
+                        help="log warnings and errors only (no progress)")
     parser.add_argument("--version", action="version", version=f"sr-lib {__version__}")
-    common = argparse.ArgumentParser(add_help=False)  # lets --debug follow the command too
+    common = argparse.ArgumentParser(add_help=False)  # lets --debug, -v and -q follow the command too
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+    common.add_argument("-v", "--verbose", dest="log_level", action="store_const", const=logging.DEBUG,
+                        default=argparse.SUPPRESS, help="log debug messages too")
+    common.add_argument("-q", "--quiet", dest="log_level", action="store_const", const=logging.WARNING,
+                        default=argparse.SUPPRESS, help="log warnings and errors only (no progress)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, parents=[common])
+        return sub.add_parser(name, help=help, parents=[common], formatter_class=HelpFormatter,
+                              description=DESCRIPTIONS.get(name, help))
 
     report = command("report", help="run the studies (training what is not cached) and regenerate reports/")
-    _add_run_arguments(report)
+    _add_data_arguments(report)
+    report.add_argument("--force", action="store_true", help="retrain even if an identical finished run exists")
     _add_study_arguments(report)
+    _add_variant_arguments(report)
+    _add_device_argument(report)
     report.add_argument("--dry-run", action="store_true", help="list which runs would train and which are reused, then stop")
     report.add_argument("--workers", type=int, default=None,
                         help="runs trained side by side (default: 1 on a GPU, else one per CPU core up to 4)")
@@ -55,19 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
     tables = command("tables", help="rebuild tables and figures from the runs already made (nothing trains)")
     _add_data_arguments(tables)
     _add_study_arguments(tables)
+    _add_variant_arguments(tables)
+    _add_device_argument(tables)
 
     train = command("train", help="train and evaluate one method (one run folder)")
     _add_run_arguments(train)
-    train.add_argument("--method", required=True)
-    train.add_argument("--scenario", default="kspace-2x")
-    train.add_argument("--contrast", default="T2")
-    train.add_argument("--pairing", default="paired", choices=["paired", "misaligned", "unpaired"])
+    train.add_argument("--method", required=True, help="a method or preset (see `sr-lib methods`)")
+    train.add_argument("--scenario", default="kspace-2x", help="a degradation preset (see `sr-lib scenarios`)")
+    train.add_argument("--contrast", default="T2", help="T1, T2 or PD")
+    train.add_argument("--pairing", default="paired", choices=PAIRINGS, help="how HR and LR training data correspond")
     train.add_argument("--dims", type=int, choices=[2, 3], default=None, help="2D (slice-wise) or 3D where the method has both")
     train.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
-                       help="a method option, e.g. --option schedule=linear --option patience=0 (see `sr-lib methods -v`)")
-    train.add_argument("--out", default="runs", help="folder that holds run folders (default runs/)")
+                       help="a method option, e.g. --option schedule=linear --option patience=0; repeatable "
+                            "(see `sr-lib methods NAME`)")
+    train.add_argument("--out", default="runs", help="folder that holds run folders")
+    _add_device_argument(train)
+
 
     apply = command("apply", help="apply a trained run to NIfTI files, folders or globs")
+    _add_device_argument(apply)
     apply.add_argument("--run", required=True, help="a run folder (from `sr-lib train` or reports/runs/...)")
     apply.add_argument("inputs", nargs="+", help="NIfTI files, folders or globs")
     apply.add_argument("--out", required=True, help="output folder (outputs get BIDS-derivative names, "
@@ -80,25 +177,31 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("paths", nargs="+", help="NIfTI files, folders or globs")
 
     bench = command("bench", help="training and inference speed of every method on this machine")
-    bench.add_argument("--profile", default="quick", choices=sorted(PROFILES))
-    bench.add_argument("--methods", nargs="+", default=None)
-    bench.add_argument("--scenario", default="SR-B")
-    bench.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    bench.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="sizes of nets, patches and volumes")
+    bench.add_argument("--methods", nargs="+", default=None, metavar="METHOD", help="methods to time (default: all)")
+    bench.add_argument("--scenario", default="SR-B", help="the degradation preset that sets the grids")
+    _add_device_argument(bench)
     bench.add_argument("--out", default=None, help="also write the table to this CSV")
 
     runs = command("runs", help="list, show or clean run folders")
-    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
-    listing = runs_sub.add_parser("list", help="one line per run folder: what it ran, its status, brain PSNR/SSIM")
-    listing.add_argument("root", nargs="?", default="runs", help="folder that holds run folders (default runs/)")
-    show = runs_sub.add_parser("show", help="a run's config, where training stopped, and its scores")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        return runs_sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", parents=[common],
+                                   formatter_class=HelpFormatter)
+
+    listing = action("list", help="one line per run folder: what it ran, its status, brain PSNR/SSIM")
+    listing.add_argument("root", nargs="?", default="runs", help="folder that holds run folders")
+    show = action("show", help="a run's config, where training stopped, and its scores")
     show.add_argument("run", help="a run folder")
-    clean = runs_sub.add_parser("clean", help="remove run folders that did not finish (interrupted or failed)")
-    clean.add_argument("root", nargs="?", default="runs", help="folder that holds run folders (default runs/)")
+    clean = action("clean", help="remove run folders that did not finish (interrupted or failed)")
+    clean.add_argument("root", nargs="?", default="runs", help="folder that holds run folders")
     clean.add_argument("--yes", action="store_true", help="remove them (without it, only list what would go)")
 
     methods = command("methods", help="list the registered methods and presets, or one method's options")
     methods.add_argument("name", nargs="?", help="show this method's options and defaults")
-    methods.add_argument("-v", "--verbose", action="store_true", help="show every method's options and defaults")
+    methods.add_argument("--all", action="store_true", dest="all_options",
+                         help="show every method's options and defaults (so does -v)")
     command("studies", help="list the studies the report runs")
     command("scenarios", help="list the degradation presets")
     return parser
@@ -111,6 +214,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
     from sr_lib.profiles import get_profile
 
     chosen = {args.name: method_class(args.name)} if getattr(args, "name", None) else METHODS
+    every = getattr(args, "all_options", False) or args.log_level <= logging.DEBUG
     for name, cls in chosen.items():
         dims = "/".join(f"{d}D" for d in cls.support.dims)
         grids = "+".join(cls.support.grids)
@@ -118,7 +222,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
         if cls.preset_of:
             settings = ", ".join(f"{k}={v!r}" for k, v in cls.preset_options.items())
             print(f"{'':<19}preset of {cls.preset_of}: {settings}")
-        if getattr(args, "verbose", False) or getattr(args, "name", None):
+        if every or getattr(args, "name", None):
             quick = cls.Options.profile_defaults(get_profile("quick"))
             for field in dataclasses.fields(cls.Options):
                 by_profile = f"  (quick profile: {quick[field.name]!r})" if field.name in quick else ""
@@ -136,18 +240,35 @@ def cmd_studies(_: argparse.Namespace) -> int:
 
 
 def parse_options(items: Sequence[str]) -> dict:
-    """`NAME=VALUE` pairs; VALUE is read as JSON when it parses (numbers, true, null), else as text."""
+    """`NAME=VALUE` pairs; VALUE is read as JSON when it parses (numbers, true, null), else as
+    text. A pair without '=' or a name given twice is a `UsageError`."""
     import json
 
     options = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise ValueError(f"--option {item!r}: expected NAME=VALUE")
+            raise UsageError(f"--option {item!r}: expected NAME=VALUE")
+        if name in options:
+            raise UsageError(f"--option {name} is given twice")
         try:
             options[name] = json.loads(value)
         except json.JSONDecodeError:
             options[name] = value
+    return options
+
+
+def variant_options(args: argparse.Namespace) -> dict:
+    """The method options of --option and --schedule (checked against the training engine's schedules)."""
+    options = parse_options(args.option)
+    if args.schedule is not None:
+        from sr_lib.train import SCHEDULES
+
+        if args.schedule not in SCHEDULES:
+            raise UsageError(f"--schedule {args.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        if "schedule" in options:
+            raise UsageError("give the schedule once: --schedule or --option schedule=...")
+        options["schedule"] = args.schedule
     return options
 
 
@@ -161,12 +282,17 @@ def cmd_scenarios(_: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from sr_lib.report import check_options
     from sr_lib.runs import RunConfig, run_experiment
+    from sr_lib.train import Runtime
 
+    options = parse_options(args.option)
+    check_options([args.method], options)
     config = RunConfig(method=args.method, scenario=args.scenario, contrast=args.contrast.upper(), scale=args.scale,
                        pairing=args.pairing, profile=args.profile, seed=args.seed, dataset=args.dataset,
-                       root=args.root, dims=args.dims, options=parse_options(args.option))
-    result = run_experiment(config, args.out, force=args.force)
+                       root=args.root, dims=args.dims, options=options)
+    result = run_experiment(config, args.out, force=args.force, runtime=Runtime.auto(args.device),
+                            progress=args.log_level <= logging.INFO and sys.stderr.isatty())
     if result.status == "n/a":
         print(f"sr-lib: {args.method} does not apply here: {result.error}", file=sys.stderr)
         return 1
@@ -183,8 +309,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from sr_lib.pipeline import run_report
 
     result = run_report(studies=args.studies, profile=args.profile, dataset=args.dataset, root=args.root,
-                        scale=args.scale, seeds=args.seeds, force=args.force, out=args.out, dry_run=args.dry_run,
-                        workers=args.workers)
+                        scale=args.scale, seeds=args.seeds, pairing=args.pairing, options=variant_options(args),
+                        force=args.force, out=args.out, dry_run=args.dry_run, workers=args.workers, device=args.device,
+                        progress=args.log_level <= logging.INFO)
     if args.dry_run:
         print(result.to_string(index=False))
         counts = result["run"].value_counts().to_dict()
@@ -203,7 +330,8 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else reports_dir()
     write_tables(get_studies(args.studies), out, profile=args.profile, dataset=args.dataset, root=args.root,
-                 scale=args.scale, seeds=args.seeds)
+                 scale=args.scale, seeds=args.seeds, pairing=args.pairing, options=variant_options(args),
+                 device=args.device)
     print(f"tables and figures rebuilt under {out / 'tables'} and {out / 'figures'}")
     return 0
 
@@ -295,21 +423,150 @@ COMMANDS = {"methods": cmd_methods, "studies": cmd_studies, "scenarios": cmd_sce
             "apply": cmd_apply, "check": cmd_check, "bench": cmd_bench, "runs": cmd_runs,
             "tables": cmd_tables}
 
+STATUS_INTERVAL_S = 30.0  # off a terminal, a status line is printed after this long without any other line
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Plain lines: INFO as the message; others prefixed with their level; records from
+    outside sr_lib name their logger."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        where = "" if record.name.split(".")[0] == "sr_lib" else f"[{record.name}] "
+        if record.levelno == logging.INFO:
+            return where + message
+        return f"{record.levelname.lower()}: {where}{message}"
+
+
+class ConsoleHandler(logging.Handler):
+    """Log lines on stderr (looked up per record, so a replaced `sys.stderr` is followed).
+
+    A record with `status` "update" (see `sr_lib.pipeline`) is the live status line: on a
+    terminal it is redrawn in place with `\\r` and other lines print above it; elsewhere it is
+    printed only after `STATUS_INTERVAL_S` without any other line. A record with status "end"
+    closes it and prints as a normal line."""
+
+    def __init__(self, stream=None) -> None:
+        super().__init__()
+        self._stream = stream
+        self.live = ""  # the status line on the terminal now
+        self.last_line = time.monotonic()
+
+    @property
+    def stream(self):
+        return self._stream or sys.stderr
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text, kind, stream = self.format(record), getattr(record, "status", None), self.stream
+            tty = stream.isatty()
+            if kind == "update" and tty:
+                width = max(shutil.get_terminal_size().columns - 1, 20)
+                self.live = text if len(text) <= width else text[: width - 1] + "…"
+                stream.write("\r" + self.live + "\x1b[K")
+            elif kind == "update":
+                if time.monotonic() - self.last_line >= STATUS_INTERVAL_S:
+                    stream.write(text + "\n")
+                    self.last_line = time.monotonic()
+            else:
+                if tty and self.live:
+                    stream.write("\r\x1b[K")
+                stream.write(text + "\n")
+                self.last_line = time.monotonic()
+                if kind == "end":
+                    self.live = ""
+                elif tty and self.live:
+                    stream.write(self.live + "\x1b[K")
+            stream.flush()
+        except Exception:  # logging must never take the command down
+            self.handleError(record)
+
+    def close_status(self) -> None:
+        """Leave the live status line where it is and move below it (before an error message)."""
+        if self.live:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.live = ""
+
+
+@contextlib.contextmanager
+def console_logging(level: int) -> Iterator[ConsoleHandler]:
+    """For the block: sr_lib's loggers at `level`, every other library's at WARNING, Python
+    warnings included, all through one `ConsoleHandler` to stderr; restored afterwards."""
+    root, ours = logging.getLogger(), logging.getLogger("sr_lib")
+    saved = root.level, ours.level
+    handler = ConsoleHandler()
+    handler.setFormatter(ConsoleFormatter())
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    ours.setLevel(level)
+    logging.captureWarnings(True)
+    try:
+        yield handler
+    finally:
+        handler.close_status()
+        logging.captureWarnings(False)
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        ours.setLevel(saved[1])
+
+
+@contextlib.contextmanager
+def command_environment(args: argparse.Namespace) -> Iterator[None]:
+    """For the command: check that --device exists on this machine (a ValueError naming it,
+    exit 1) and export it as `$SR_LIB_DEVICE`, which 'auto' follows in this process, its
+    workers and the notebook kernels; without progress to show (-q, or stderr not a terminal),
+    `$TQDM_DISABLE` so that no progress bars clutter the log."""
+    values = {}
+    device = getattr(args, "device", "auto")
+    if device != "auto":
+        from sr_lib.train import DEVICE_ENV, pick_device
+
+        pick_device(device)
+        values[DEVICE_ENV] = device
+    if args.log_level > logging.INFO or not sys.stderr.isatty():
+        values["TQDM_DISABLE"] = "1"
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _is_usage_error(err: Exception) -> bool:
+    """A `UsageError`, or a method option no selected method has (`sr_lib.report.OptionError`)."""
+    report = sys.modules.get("sr_lib.report")  # loaded whenever it raised
+    return isinstance(err, UsageError) or (report is not None and isinstance(err, report.OptionError))
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print("sr-lib: interrupted; finished work and checkpoints are kept, rerun to resume", file=sys.stderr)
-        return 130
-    except Exception as err:  # one line for users, the traceback with --debug
-        if args.debug:
-            raise
-        text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)  # KeyError quotes its message
-        message = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-        print(f"sr-lib: error: {message}", file=sys.stderr)
-        return 1
+    with console_logging(args.log_level) as console:
+        try:
+            with command_environment(args):
+                return COMMANDS[args.command](args)
+        except KeyboardInterrupt:
+            console.close_status()
+            print("sr-lib: interrupted; finished work and checkpoints are kept, rerun to resume", file=sys.stderr)
+            return 130
+        except Exception as err:  # one line for users, the traceback with --debug
+            if args.debug:
+                raise
+            console.close_status()
+            text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)  # KeyError quotes its message
+            message = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+            if _is_usage_error(err):
+                print(f"sr-lib {args.command}: error: {message}", file=sys.stderr)
+                return 2
+            print(f"sr-lib: error: {message}", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

@@ -7,42 +7,145 @@ study shows in detail; each study's tables and difference maps are written in-pr
 shows the ablation studies, 80 and 90 every study (run on their own in JupyterLab, they write them).
 Executed notebooks are stripped of widget state and of this machine's absolute paths.
 A run that fails is recorded as failed and the report goes on.
+
+Progress goes through `logging` (logger `sr_lib.pipeline`): one line per finished run and
+notebook, and status records (`extra={"status": "update"}`) saying which study, run and step
+is training, which `sr-lib` draws as one line updated in place on a terminal. Workers send
+their steps to the parent through their pipe (`sr_lib.train.progress_hook`). Papermill's and
+the kernel's known noise is dropped (`run_notebook`); anything else they say is passed on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
+import logging
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
 import platform
+import re
 import signal
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import IO, Any
 
 import pandas as pd
 import papermill
 import torch
-from tqdm.auto import tqdm
 
 from sr_lib.atomic import terminate_as_interrupt, write_text
 from sr_lib.experiment import RunConfig
 from sr_lib.findings import FINDINGS, evaluate_findings, write_findings
 from sr_lib.paths import PROJECT_ROOT, notebooks_dir, reports_dir
 from sr_lib.prepare import data_fingerprint, prepare_data
-from sr_lib.report import study_figures, study_runs, tidy_metrics, write_all_summaries, write_study_report
+from sr_lib.report import (
+    check_options, study_configs, study_figures, study_runs, tidy_metrics, vary_config, write_all_summaries,
+    write_study_report,
+)
 from sr_lib.runs import is_finished, run_experiment
 from sr_lib.seams import seam_table, write_seam_tables
 from sr_lib.studies import Study, get_studies
+from sr_lib.train import DEVICE_ENV, Runtime, pick_device, progress_hook
 
 KERNEL = "python3"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+logger = logging.getLogger(__name__)
+
+
+def status(message: str, *args: Any, end: bool = False) -> None:
+    """Log a live status line (`end`: the line that closes it), see the module docstring."""
+    logger.info(message, *args, extra={"status": "end" if end else "update"})
+
+
+# ----------------------------------------------------------------------------- notebooks
+
+# What the notebook kernel prints on its stderr that says nothing about the notebook: every
+# kernel warns that it runs over TCP (local, loopback), and jupyter_client interrupts a
+# kernel before shutting it down, which it logs as an error.
+KERNEL_NOISE = (
+    re.compile(r"\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption"),
+    re.compile(r"\[IPKernelApp\] ERROR \| KeyboardInterrupt caught in kernel"),
+)
+
+
+def _kernel_manager(log: IO[bytes]) -> type:
+    """A kernel manager class whose kernels write their stdout and stderr to `log`."""
+    from jupyter_client import AsyncKernelManager
+
+    class CapturedKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw: Any) -> None:
+            kw.setdefault("stdout", log)
+            kw.setdefault("stderr", log)
+            await super().start_kernel(**kw)
+
+    return CapturedKernelManager
+
+
+def kernel_messages(text: str) -> list[str]:
+    """The lines of a kernel's captured output that are not `KERNEL_NOISE` (nor blank)."""
+    return [line for line in text.splitlines() if line.strip() and not any(p.search(line) for p in KERNEL_NOISE)]
+
+
+def notebook_parameters(path: Path) -> set[str]:
+    """The names the notebook's `parameters` cell assigns."""
+    notebook = json.loads(Path(path).read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for cell in notebook.get("cells", []):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            source = "".join(cell.get("source", []))
+            names |= set(re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=]*)?=", source, flags=re.MULTILINE))
+    return names
+
+
+PAPERMILL_LOGGERS = ("papermill", "papermill.translators")  # a logger's filters see only its own records
+
+
+class _PapermillNoise(logging.Filter):
+    """On papermill's logger: demotes to DEBUG its 'Unable to parse line' (its parser misreads
+    some comments of a parameters cell; the parameters are injected all the same) and its
+    'Passed unknown parameter' for a parameter the cell does assign. Everything else passes."""
+
+    def __init__(self, defined: set[str]) -> None:
+        super().__init__()
+        self.defined = defined
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        unknown = re.match(r"Passed unknown parameter: (\w+)$", message)
+        if message.startswith("Unable to parse line") or (unknown and unknown.group(1) in self.defined):
+            logger.debug("papermill: %s", message)
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _quiet_papermill(notebook: Path) -> Iterator[None]:
+    """Papermill's noise about `notebook` demoted (`_PapermillNoise`), and nbformat's
+    MissingIDFieldWarning (papermill reads notebooks saved without cell ids) ignored."""
+    from nbformat.validator import MissingIDFieldWarning
+
+    noise = _PapermillNoise(notebook_parameters(notebook))
+    loggers = [logging.getLogger(name) for name in PAPERMILL_LOGGERS]
+    for papermill_logger in loggers:
+        papermill_logger.addFilter(noise)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=MissingIDFieldWarning)
+            yield
+    finally:
+        for papermill_logger in loggers:
+            papermill_logger.removeFilter(noise)
 
 
 @dataclasses.dataclass
@@ -56,24 +159,39 @@ class NotebookOutcome:
 
 def run_notebook(name: str, output: Path, parameters: dict, *, cwd: Path | None = None) -> NotebookOutcome:
     """Execute notebooks/<name>.ipynb with papermill (explicit kernel) into `output`, then
-    strip it (see `strip_notebook`)."""
+    strip it (see `strip_notebook`). Logs one line (a failure names the error); the kernel's
+    own output, less `KERNEL_NOISE`, is logged as a warning, papermill's noise as debug."""
+    source = notebooks_dir() / f"{name}.ipynb"
+    label = f"{name} ({output.stem})" if output.stem != name else name
+    status("notebook %s", label)
     started = time.time()
     output.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        papermill.execute_notebook(
-            str(notebooks_dir() / f"{name}.ipynb"), str(output), parameters=parameters, kernel_name=KERNEL,
-            cwd=str(cwd or notebooks_dir()), progress_bar=False, log_output=False,
-        )
-        outcome = NotebookOutcome(name, output, True, time.time() - started)
-    except Exception as err:  # PapermillExecutionError, dead kernel, ...
-        if getattr(err, "ename", "") in ("TrainingInterrupted", "KeyboardInterrupt"):
-            raise KeyboardInterrupt(f"{name} interrupted; its checkpoint is saved, rerun to resume") from err
-        text = str(err).strip()
-        message = getattr(err, "evalue", None) or (text.splitlines()[-1] if text else type(err).__name__)
-        outcome = NotebookOutcome(name, output, False, time.time() - started,
-                                  f"{getattr(err, 'ename', type(err).__name__)}: {message}")
+    with tempfile.TemporaryFile() as kernel_log:
+        try:
+            with _quiet_papermill(source):
+                papermill.execute_notebook(
+                    str(source), str(output), parameters=parameters, kernel_name=KERNEL,
+                    cwd=str(cwd or notebooks_dir()), progress_bar=False, log_output=False,
+                    kernel_manager_class=_kernel_manager(kernel_log),
+                )
+            outcome = NotebookOutcome(name, output, True, time.time() - started)
+        except Exception as err:  # PapermillExecutionError, dead kernel, ...
+            if getattr(err, "ename", "") in ("TrainingInterrupted", "KeyboardInterrupt"):
+                raise KeyboardInterrupt(f"{name} interrupted; its checkpoint is saved, rerun to resume") from err
+            text = str(err).strip()
+            message = getattr(err, "evalue", None) or (text.splitlines()[-1] if text else type(err).__name__)
+            outcome = NotebookOutcome(name, output, False, time.time() - started,
+                                      f"{getattr(err, 'ename', type(err).__name__)}: {message}")
+        kernel_log.seek(0)
+        said = kernel_messages(kernel_log.read().decode("utf-8", "replace"))
+    if said:
+        logger.warning("notebook %s: its kernel said:\n  %s", label, "\n  ".join(said))
     if output.exists():
         strip_notebook(output, roots=[output.parent.parent.parent, PROJECT_ROOT])
+    if outcome.ok:
+        status("notebook %s: ok (%.0f s)", label, outcome.seconds, end=True)
+    else:
+        logger.warning("notebook %s failed: %s (see %s)", label, outcome.error, output, extra={"status": "end"})
     return outcome
 
 
@@ -101,11 +219,16 @@ class PlannedRun:
 
 
 def plan(studies: Sequence[Study], runs_root: Path, *, profile: str, dataset: str = "phantom", root: str | None = None,
-         scale: int = 2, seeds: int | None = None, force: bool = False) -> list[PlannedRun]:
-    """Every run of every study and whether it will train, be reused, or is not applicable."""
+         scale: int = 2, seeds: int | None = None, force: bool = False, pairing: str | None = None,
+         options: Mapping[str, Any] | None = None) -> list[PlannedRun]:
+    """Every run of every study (varied by `pairing` and method `options`, see
+    `sr_lib.report.study_configs`) and whether it will train, be reused, or is not applicable.
+    An option no study's method has raises `sr_lib.report.OptionError`."""
+    check_options({m for s in studies for m in s.methods}, options)
     planned = []
     for study in studies:
-        for config in study.configs(profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds):
+        for config in study_configs(study, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds,
+                                    pairing=pairing, options=options):
             experiment = config.resolve()
             if experiment.unsupported:
                 planned.append(PlannedRun(study.name, config, "n/a"))
@@ -117,17 +240,120 @@ def plan(studies: Sequence[Study], runs_root: Path, *, profile: str, dataset: st
     return planned
 
 
-def default_workers() -> int:
+def default_workers(device: str = "auto") -> int:
     """Runs trained side by side: 1 on a GPU (one run fills it); on CPU one per core, at most 4,
     each with an equal share of the cores. Small nets use two threads poorly: on the 2-core
     CPU machine, two 1-thread DCSRN runs side by side took 113 ms per step each against 147 ms
     for one 2-thread run (1.3x the throughput)."""
-    if torch.cuda.is_available():
+    if pick_device(device).type == "cuda":
         return 1
     return max(1, min(os.cpu_count() or 1, 4))
 
 
 PARENT_GONE_GRACE_S = 120  # a worker whose parent died gets this long to checkpoint, then exits
+STEP_MESSAGE_INTERVAL_S = 0.5  # a worker sends its step to the parent at most this often
+PROGRESS_INTERVAL_S = 0.5  # `on_progress` is called at most this often (and whenever a run starts or ends)
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+@dataclasses.dataclass
+class RunProgress:
+    """A run the report is training: `step` of `steps` once its training loop reports (None
+    before, and for methods without one); `trained` once that loop has ended."""
+
+    study: str
+    config: RunConfig
+    started: float = dataclasses.field(default_factory=time.time)
+    step: int | None = None
+    steps: int | None = None
+    trained: bool = False
+
+    def name(self) -> str:
+        c = self.config
+        pairing = "" if c.pairing == "paired" else f" {c.pairing}"
+        return f"[{self.study}] {c.method} {c.scenario} {c.contrast}{pairing} seed {c.seed}"
+
+    def describe(self) -> str:
+        if self.step is None:
+            where = "starting"
+        elif self.trained:
+            where = f"trained {self.step}/{self.steps} steps, testing"
+        else:
+            where = f"step {self.step}/{self.steps}"
+        return f"{self.name()} · {where}"
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where the report's training is: the runs in flight, and how many of `total` are done."""
+
+    running: list[RunProgress]
+    done: int
+    total: int
+
+    def line(self) -> str:
+        """E.g. `[baselines] srcnn kspace-2x T2 seed 0 · step 340/600 · 2 of 14 runs done`."""
+        return " | ".join([r.describe() for r in self.running] + [f"{self.done} of {self.total} runs done"])
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def log_progress(progress: Progress) -> None:
+    """The default `on_progress`: the line as a status record (see the module docstring)."""
+    status("%s", progress.line())
+
+
+class _Tracker:
+    """The runs in flight and the count done; calls `on_progress` at most every
+    `PROGRESS_INTERVAL_S` (and at once when a run starts or ends); logs a line per finished run."""
+
+    def __init__(self, total: int, on_progress: ProgressCallback | None) -> None:
+        self.total, self.on_progress = total, on_progress
+        self.running: list[RunProgress] = []
+        self.done = 0
+        self.failed = 0
+        self.started = time.time()
+        self.last_call = -math.inf
+
+    def start(self, run: PlannedRun) -> RunProgress:
+        self.running.append(RunProgress(run.study, run.config))
+        self.notify(force=True)
+        return self.running[-1]
+
+    def step(self, run: RunProgress, step: int, steps: int, trained: bool) -> None:
+        run.step, run.steps, run.trained = step, steps, trained
+        self.notify(force=trained)
+
+    def finish(self, run: RunProgress, outcome: str, error: str) -> None:
+        self.running.remove(run)
+        self.done += 1
+        seconds = time.time() - run.started
+        count = f"{self.done} of {self.total} runs done"
+        if outcome == "failed":
+            self.failed += 1
+            logger.warning("failed %s after %.0f s: %s · %s", run.name(), seconds, error, count)
+        else:
+            logger.info("%-7s %s in %.0f s · %s", outcome, run.name(), seconds, count)
+        self.notify(force=True)
+
+    def notify(self, *, force: bool = False) -> None:
+        now = time.time()
+        if self.on_progress is not None and (force or now - self.last_call >= PROGRESS_INTERVAL_S):
+            self.last_call = now
+            self.on_progress(Progress(list(self.running), self.done, self.total))
+
+    def close(self) -> None:
+        """The line that ends the live status: how many runs trained, in how long."""
+        if self.total:
+            failed = f", {self.failed} failed" if self.failed else ""
+            status("%d of %d runs done in %.1f min%s", self.done, self.total, (time.time() - self.started) / 60,
+                   failed, end=True)
+
+
+# ----------------------------------------------------------------------------- workers
 
 
 def _exit_with_parent() -> None:
@@ -146,19 +372,40 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _train_in_worker(config: RunConfig, runs_root: Path, force: bool, threads: int, report: Connection) -> None:
-    """One run in a worker process (no progress bars); sends back its status and error, or
-    'interrupted' when SIGTERM/SIGINT stopped it (its checkpoint is saved)."""
+class _StepSender:
+    """A training progress hook in a worker: sends `("step", done, steps, ended)` to the parent,
+    at most every `STEP_MESSAGE_INTERVAL_S` (always the first and the last)."""
+
+    def __init__(self, pipe: Connection) -> None:
+        self.pipe = pipe
+        self.last = -math.inf
+
+    def __call__(self, done: int, steps: int, ended: bool) -> None:
+        now = time.monotonic()
+        if ended or now - self.last >= STEP_MESSAGE_INTERVAL_S:
+            self.last = now
+            try:
+                self.pipe.send(("step", done, steps, ended))
+            except OSError:  # the parent is gone; `_exit_with_parent` stops us
+                pass
+
+
+def _train_in_worker(config: RunConfig, runs_root: Path, force: bool, threads: int, device: str,
+                     report: Connection) -> None:
+    """One run in a worker process (no progress bars): sends its steps while training, then
+    `("end", status, error)`, with status 'interrupted' when SIGTERM/SIGINT stopped it (its
+    checkpoint is saved)."""
     _exit_with_parent()
     torch.set_num_threads(threads)
     try:
-        result = run_experiment(config, runs_root, force=force, progress=False)
+        with progress_hook(_StepSender(report)):
+            result = run_experiment(config, runs_root, force=force, progress=False, runtime=Runtime.auto(device))
         outcome = (result.status, result.error or "")
     except KeyboardInterrupt as err:  # TrainingInterrupted, or Ctrl-C outside the training loop
         outcome = ("interrupted", str(err))
     except Exception as err:
         outcome = ("failed", f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}")
-    report.send(outcome)
+    report.send(("end", *outcome))
     report.close()
 
 
@@ -167,17 +414,29 @@ class _Worker:
     run: PlannedRun
     process: multiprocessing.process.BaseProcess
     reader: Connection
+    progress: RunProgress
+    result: tuple[str, str] | None = None
+    drained: bool = False  # the pipe reached its end
 
-    def outcome(self) -> tuple[str, str]:
+    def read(self, tracker: _Tracker) -> None:
+        """Take what the worker has sent: steps go to `tracker`, the last message is its outcome."""
+        try:
+            while not self.drained and self.reader.poll():
+                message = self.reader.recv()
+                if message[0] == "step":
+                    tracker.step(self.progress, *message[1:])
+                else:
+                    self.result = (message[1], message[2])
+        except (EOFError, OSError):
+            self.drained = True
+
+    def outcome(self, tracker: _Tracker) -> tuple[str, str]:
         """Its (status, error), once the process has ended."""
         self.process.join()
-        try:
-            if self.reader.poll():
-                return self.reader.recv()
-        except (EOFError, OSError):
-            pass
-        finally:
-            self.reader.close()
+        self.read(tracker)
+        self.reader.close()
+        if self.result is not None:
+            return self.result
         if self.process.exitcode in (-signal.SIGTERM, -signal.SIGINT):  # stopped outside the training loop
             return "interrupted", f"worker stopped by signal {-self.process.exitcode}"
         return "failed", f"worker process exited with code {self.process.exitcode} (out of memory? killed?)"
@@ -197,69 +456,104 @@ def _stop_workers(running: Sequence[_Worker], grace: float = 60.0) -> None:
         w.reader.close()
 
 
+@contextlib.contextmanager
+def environment(**values: str | None) -> Iterator[None]:
+    """Set (a value) or leave alone (None) environment variables for the block, then restore them."""
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is not None:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _run_side_by_side(to_train: Sequence[PlannedRun], runs_root: Path, *, force: bool, workers: int,
-                      progress: bool) -> list[tuple[PlannedRun, str, str]]:
+                      tracker: _Tracker, device: str = "auto") -> list[tuple[PlannedRun, str, str]]:
     """Train `to_train` in up to `workers` spawned processes, one per run; returns (run,
-    status, error) for each. An interrupted run (Ctrl-C, or SIGTERM to us or to a worker)
-    starts nothing new: the other workers are stopped, each saving its checkpoint, and
-    KeyboardInterrupt is raised. Workers also stop when this process dies."""
+    status, error) for each. Their steps reach `tracker` through their pipes. An interrupted
+    run (Ctrl-C, or SIGTERM to us or to a worker) starts nothing new: the other workers are
+    stopped, each saving its checkpoint, and KeyboardInterrupt is raised. Workers also stop
+    when this process dies."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
     pending, running, outcomes = list(to_train), [], []
-    bar = tqdm(total=len(pending), desc=f"runs ({workers} side by side)", unit="run", disable=not progress)
     try:
         with terminate_as_interrupt():
             while pending or running:
                 while pending and len(running) < workers:
                     p = pending.pop(0)
                     reader, writer = context.Pipe(duplex=False)
-                    process = context.Process(target=_train_in_worker, args=(p.config, runs_root, force, threads, writer),
+                    process = context.Process(target=_train_in_worker,
+                                              args=(p.config, runs_root, force, threads, device, writer),
                                               name=f"sr-lib {p.config.method} seed {p.config.seed}")
-                    process.start()
+                    with environment(TQDM_DISABLE="1"):  # the live line replaces the workers' bars
+                        process.start()
                     writer.close()
-                    running.append(_Worker(p, process, reader))
-                ended = multiprocessing.connection.wait([w.process.sentinel for w in running])
-                for w in [w for w in running if w.process.sentinel in ended]:
+                    running.append(_Worker(p, process, reader, tracker.start(p)))
+                waiting = [w.process.sentinel for w in running] + [w.reader for w in running if not w.drained]
+                ready = multiprocessing.connection.wait(waiting, timeout=PROGRESS_INTERVAL_S)
+                for w in running:
+                    w.read(tracker)
+                tracker.notify()
+                for w in [w for w in running if w.process.sentinel in ready]:
                     running.remove(w)
-                    status, error = w.outcome()
-                    if status == "interrupted":
+                    status_, error = w.outcome(tracker)
+                    if status_ == "interrupted":
                         raise KeyboardInterrupt(f"{w.run.config.method} seed {w.run.config.seed}: {error}")
-                    outcomes.append((w.run, status, error))
-                    bar.set_postfix_str(f"{w.run.config.method} seed {w.run.config.seed} {status}")
-                    bar.update()
+                    outcomes.append((w.run, status_, error))
+                    tracker.finish(w.progress, status_, error)
     finally:
         _stop_workers(running)
-        bar.close()
     return outcomes
 
 
 def run_all(planned: Sequence[PlannedRun], runs_root: Path, *, force: bool = False, workers: int = 1,
-            progress: bool = True) -> list[str]:
-    """Train (or reuse) every planned run; returns one line per failed run. With `workers` > 1
-    the runs to train go to that many spawned processes, each with `cpu_count // workers`
-    threads; a run shared by two studies trains once (`run_experiment` locks its folder).
-    Interrupted (Ctrl-C, SIGTERM), it raises KeyboardInterrupt with every checkpoint saved."""
+            progress: bool = True, on_progress: ProgressCallback | None = None, device: str = "auto") -> list[str]:
+    """Train (or reuse) every planned run on `device`; returns one line per failed run. With
+    `workers` > 1 the runs to train go to that many spawned processes, each with
+    `cpu_count // workers` threads; a run shared by two studies trains once (`run_experiment`
+    locks its folder). Where training is goes to `on_progress` (default with `progress`:
+    `log_progress`), a line per finished run to the log. Interrupted (Ctrl-C, SIGTERM), it
+    raises KeyboardInterrupt with every checkpoint saved."""
     def failure(p: PlannedRun, error: str) -> str:
         return f"{p.study}: {p.config.method} on {p.config.scenario} {p.config.contrast} seed {p.config.seed}: {error}"
 
+    runtime = Runtime.auto(device)  # a device this machine lacks fails here, before any work
+    on_progress = on_progress or (log_progress if progress else None)
     unique: dict[str, PlannedRun] = {}
     for p in planned:
         if p.state != "n/a":
             unique.setdefault(json.dumps(p.config.to_dict(), sort_keys=True, default=str), p)
     to_train = [p for p in unique.values() if p.state == "train"]
-    if workers <= 1 or len(to_train) < 2:
-        failed = []
-        bar = tqdm(planned, desc="runs", unit="run", disable=not progress)
-        for p in bar:
-            bar.set_postfix_str(f"{p.study}: {p.config.scenario} {p.config.method} seed {p.config.seed} ({p.state})")
-            result = run_experiment(p.config, runs_root, force=force and p.state == "train", progress=progress)
-            if result.status == "failed":
-                failed.append(failure(p, result.error or ""))
-        return failed
-    for p in to_train:  # build each prepared-data cache entry once, before workers race to it
-        prepare_data(p.config)
-    outcomes = _run_side_by_side(to_train, runs_root, force=force, workers=workers, progress=progress)
-    return [failure(p, error) for p, status, error in outcomes if status == "failed"]
+    tracker = _Tracker(len(to_train), on_progress)
+    try:
+        if workers <= 1 or len(to_train) < 2:
+            failed = []
+            for p in planned:
+                tracked = tracker.start(p) if any(p is t for t in to_train) else None
+                hook = (progress_hook(lambda step, steps, ended: tracker.step(tracked, step, steps, ended))
+                        if tracked else contextlib.nullcontext())
+                with hook:
+                    result = run_experiment(p.config, runs_root, force=force and p.state == "train", progress=False,
+                                            runtime=runtime)
+                if tracked:
+                    tracker.finish(tracked, "failed" if result.status == "failed" else result.status, result.error or "")
+                if result.status == "failed":
+                    failed.append(failure(p, result.error or ""))
+            return failed
+        status("preparing the data of %d runs", len(to_train))
+        for p in to_train:  # build each prepared-data cache entry once, before workers race to it
+            prepare_data(p.config)
+        outcomes = _run_side_by_side(to_train, runs_root, force=force, workers=workers, tracker=tracker, device=device)
+        return [failure(p, error) for p, status_, error in outcomes if status_ == "failed"]
+    finally:
+        tracker.close()
 
 
 def plan_table(planned: Sequence[PlannedRun]) -> pd.DataFrame:
@@ -275,29 +569,61 @@ def run_report(
     root: str | None = None,
     scale: int = 2,
     seeds: int | None = None,
+    pairing: str | None = None,
+    options: Mapping[str, Any] | None = None,
     force: bool = False,
     out: str | os.PathLike | None = None,
     dry_run: bool = False,
     progress: bool = True,
     workers: int | None = None,
+    device: str = "auto",
+    on_progress: ProgressCallback | None = None,
 ) -> Path | pd.DataFrame:
     """Regenerate the report for `studies` (all by default); returns the path of `index.md`,
     or with `dry_run` the table of runs that would train or be reused. `workers` runs train
-    side by side (None: `default_workers()`)."""
+    side by side (None: `default_workers()`) on `device` (auto, cpu, cuda, cuda:N; the
+    notebooks' kernels follow it through `$SR_LIB_DEVICE`).
+
+    `pairing` and method `options` vary every study's runs (`sr_lib.report.study_configs`):
+    a name `option` applies to every run whose method has it, `method.option` to one method;
+    one that no study's method has raises `sr_lib.report.OptionError`. Varied runs get their
+    own identities. The notebooks show the studies' own runs, so a varied report skips the
+    ones that would show (or train) others: 10_train, 30, 80 and 90; the tables and figures
+    are the varied runs'."""
     out = Path(out) if out is not None else reports_dir()
     chosen = get_studies(studies)
     runs_root = out / "runs" / profile
-    planned = plan(chosen, runs_root, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds, force=force)
+    pick_device(device)  # a bad device fails before any work
+    planned = plan(chosen, runs_root, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds, force=force,
+                   pairing=pairing, options=options)
+    defaults = [c for s in chosen for c in s.configs(profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds)]
+    varied = any(vary_config(c, pairing=pairing, options=options).resolve().identity() != c.resolve().identity()
+                 for c in defaults)  # an option at its default value varies nothing
     if dry_run:
         return plan_table(planned)
+    with environment(**{DEVICE_ENV: None if device == "auto" else device}):
+        return _make_report(chosen, planned, out, runs_root, profile=profile, dataset=dataset, root=root, scale=scale,
+                            seeds=seeds, pairing=pairing, options=options, varied=varied, force=force, progress=progress,
+                            workers=workers or default_workers(device), device=device, on_progress=on_progress)
+
+
+def _make_report(chosen: Sequence[Study], planned: Sequence[PlannedRun], out: Path, runs_root: Path, *, profile: str,
+                 dataset: str, root: str | None, scale: int, seeds: int | None, pairing: str | None,
+                 options: Mapping[str, Any] | None, varied: bool, force: bool, progress: bool, workers: int,
+                 device: str, on_progress: ProgressCallback | None) -> Path:
+    """`run_report` after planning: notebooks, runs, tables, index."""
     executed = out / "runs" / "notebooks"
     common = {"profile": profile, "dataset": dataset, "root": root or ""}
     outcomes = [run_notebook("00_data", executed / "00_data.ipynb", common),
                 run_notebook("01_degradation", executed / "01_degradation.ipynb", {**common, "scale": scale})]
     started = time.time()
-    failed_runs = run_all(planned, runs_root, force=force, workers=workers or default_workers(), progress=progress)
+    failed_runs = run_all(planned, runs_root, force=force, workers=workers, progress=progress, on_progress=on_progress,
+                          device=device)
     runs_seconds = time.time() - started
-    for study in chosen:
+    if varied:
+        logger.info("pairing/options vary the runs: notebooks 10_train, 30, 80 and 90 (which show the studies' own "
+                    "runs) are skipped; the tables and figures show the varied runs")
+    for study in [] if varied else chosen:
         first = [p.config for p in planned if p.study == study.name and p.state != "n/a" and p.config.seed == 0
                  and p.config.scenario == study.scenarios[0] and p.config.method in study.detail]
         for config in first:
@@ -306,18 +632,21 @@ def run_report(
                       "runs_root": str(runs_root)}
             name = f"{study.name}_{config.scenario}_{config.contrast}_{config.method}.ipynb"
             outcomes.append(run_notebook("10_train", executed / "10_train" / name, params))
-    compute_seconds = write_tables(chosen, out, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds)
+    compute_seconds = write_tables(chosen, out, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds,
+                                   pairing=pairing, options=options)
     params = {"profile": profile, "studies": ",".join(s.name for s in chosen), "dataset": dataset, "root": root or "",
               "scale": scale, "seeds": seeds or 0, "reports_root": str(out), "write": False}
     ablations = [s.name for s in chosen if s.ablation]
-    if ablations:
+    if ablations and not varied:
         outcomes.append(run_notebook("30_ablations", executed / "30_ablations.ipynb", {
             **{k: params[k] for k in ("profile", "dataset", "root", "scale", "seeds", "reports_root")},
             "studies": ",".join(ablations)}))
-    outcomes += [run_notebook("80_comparison_tables", executed / "80_comparison_tables.ipynb", params),
-                 run_notebook("90_difference_maps", executed / "90_difference_maps.ipynb", params)]
+    if not varied:
+        outcomes += [run_notebook("80_comparison_tables", executed / "80_comparison_tables.ipynb", params),
+                     run_notebook("90_difference_maps", executed / "90_difference_maps.ipynb", params)]
+    variation = {"pairing": pairing, "options": dict(options or {})} if varied else None
     return write_index(out, outcomes, planned, failed_runs, profile=profile, dataset=dataset, runs_seconds=runs_seconds,
-                       compute_seconds=compute_seconds)
+                       compute_seconds=compute_seconds, variation=variation)
 
 
 def machine_description() -> str:
@@ -334,17 +663,31 @@ def git_commit() -> str:
 
 
 def write_tables(studies: Sequence[Study], out: Path, *, profile: str, dataset: str = "phantom", root: str | None = None,
-                 scale: int = 2, seeds: int | None = None) -> float:
+                 scale: int = 2, seeds: int | None = None, pairing: str | None = None,
+                 options: Mapping[str, Any] | None = None, device: str = "auto") -> float:
     """Each study's tables and figures, the summaries and the papers' findings
     (`sr_lib.findings`, for the studies given), from the runs already under
-    `out/runs/<profile>` (runs not made yet are left out; nothing trains). Returns the
+    `out/runs/<profile>` (varied by `pairing` and `options` as in `run_report`; runs not made
+    yet are left out; nothing trains). The seams analysis predicts on `device`. Returns the
     seconds those runs took when they were made."""
+    check_options({m for s in studies for m in s.methods}, options)
+    pick_device(device)
+    with environment(**{DEVICE_ENV: None if device == "auto" else device}):
+        return _write_tables(studies, Path(out), profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds,
+                             pairing=pairing, options=options)
+
+
+def _write_tables(studies: Sequence[Study], out: Path, *, profile: str, dataset: str, root: str | None, scale: int,
+                  seeds: int | None, pairing: str | None, options: Mapping[str, Any] | None) -> float:
     runs_root = Path(out) / "runs" / profile
     tidy = []
     compute_seconds = 0.0
     seams = []
+    status("tables and figures")
+    started = time.time()
     for study in studies:
-        runs = study_runs(study, runs_root, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds)
+        runs = study_runs(study, runs_root, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds,
+                          pairing=pairing, options=options)
         compute_seconds += sum(float(r.info.get("seconds") or 0.0) for r in runs)
         write_study_report(study, runs, out)
         if "seams" in study.analyses:
@@ -359,14 +702,17 @@ def write_tables(studies: Sequence[Study], out: Path, *, profile: str, dataset: 
     if checked:
         write_findings(evaluate_findings(tidy_all, pd.concat(seams, ignore_index=True) if seams else None,
                                          findings=checked), Path(out) / "tables")
+    status("tables and figures written under %s (%.0f s)", out, time.time() - started, end=True)
     return compute_seconds
 
 
 def write_index(out: Path, outcomes: Sequence[NotebookOutcome], planned: Sequence[PlannedRun], failed_runs: Sequence[str],
-                *, profile: str, dataset: str, runs_seconds: float, compute_seconds: float = 0.0) -> Path:
+                *, profile: str, dataset: str, runs_seconds: float, compute_seconds: float = 0.0,
+                variation: Mapping[str, Any] | None = None) -> Path:
     """`reports/index.md`: what made the report, the studies, then links to every table, figure and notebook.
     `runs_seconds` is this invocation's time on runs; `compute_seconds` what the shown runs took
-    when they were made (reused runs included), from their `status.json`."""
+    when they were made (reused runs included), from their `status.json`; `variation` the
+    pairing and options that varied the studies' runs, if any."""
     def link(path: Path) -> str:
         rel = path.relative_to(out).as_posix()
         return f"[{rel}]({rel})"
@@ -380,9 +726,13 @@ def write_index(out: Path, outcomes: Sequence[NotebookOutcome], planned: Sequenc
         f"- runs: {len(planned)} ({counts.get('train', 0)} trained, {counts.get('reuse', 0)} reused, "
         f"{counts.get('n/a', 0)} not applicable) in {runs_seconds / 60:.1f} min; "
         f"notebooks {sum(o.seconds for o in outcomes) / 60:.1f} min",
-        f"- the runs shown took {compute_seconds / 60:.1f} min to train and test when they were made", "",
-        "## Tables", "",
+        f"- the runs shown took {compute_seconds / 60:.1f} min to train and test when they were made",
     ]
+    if variation:
+        lines.append(f"- runs varied from the studies' own: pairing `{variation.get('pairing') or 'as the study'}`, "
+                     f"method options `{json.dumps(variation.get('options') or {}, sort_keys=True)}` "
+                     "(notebooks 10_train, 30, 80 and 90 skipped: they show the studies' own runs)")
+    lines += ["", "## Tables", ""]
     lines += [f"- {link(p)}" for p in sorted((out / "tables").glob("*.md"))]
     lines += ["- " + link(out / "tables" / "summary.csv") + " (tidy, for scripts)", "", "## Figures", ""]
     lines += [f"- {link(p)}" for p in sorted((out / "figures").glob("*.png"))]

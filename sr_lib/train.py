@@ -5,8 +5,8 @@ What it does so methods do not have to: seeding, the runtime (device, AMP, rank)
 context that always restores `requires_grad`, per-network learning rates and schedules (a
 schedule scales each parameter group's own initial rate), critic iterations that draw fresh
 batches, an optional EMA of the generator, validation, early stopping on validation PSNR
-with patience (the best weights are restored at the end), a CSV log, atomic checkpoints and
-exact resume.
+with patience (the best weights are restored at the end), a CSV log, atomic checkpoints,
+exact resume, and progress hooks (`progress_hook`) through which the report shows the step.
 
 Resuming restores the nets, optimisers, EMA, early-stopping state, the patch sampler's
 generator and the global torch RNG, so an interrupted run continues to the same weights an
@@ -18,12 +18,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import math
 import os
 import random
+import re
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +46,9 @@ CHECKPOINT_FORMAT = 2
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.csv"
 SCHEDULES = ("constant", "step", "linear", "cosine")
+DEVICE_ENV = "SR_LIB_DEVICE"  # what 'auto' means in this process and its children (`sr-lib --device` sets it)
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -85,11 +90,32 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
 
+_DEVICE_NAME = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def check_device_name(name: str) -> str:
+    """`name` when it is one of auto, cpu, cuda, cuda:N; else a ValueError naming it."""
+    if not isinstance(name, str) or not _DEVICE_NAME.match(name):
+        raise ValueError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
+    return name
+
+
 def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU."""
+    """The torch device for `name` (auto, cpu, cuda, cuda:N). 'auto' is `$SR_LIB_DEVICE` when set
+    (so a notebook kernel or worker process follows `sr-lib --device`), else CUDA when
+    available, else CPU. A CUDA device this machine lacks is a ValueError naming it, raised
+    here rather than at the first tensor moved there."""
+    if check_device_name(name) == "auto":
+        name = check_device_name(os.environ.get(DEVICE_ENV) or "auto")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: CUDA is not available on this machine (torch {torch.__version__})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -217,6 +243,36 @@ def set_learning_rates(method: "NetMethod", settings: TrainSettings, step: int) 
                 schedule, step, settings.steps, base_lr=group["initial_lr"], final_lr=settings.final_lr)
         rates[name] = optimiser.param_groups[0]["lr"]
     return rates
+
+
+# ----------------------------------------------------------------------------- progress hooks
+
+ProgressHook = Callable[[int, int, bool], None]  # (steps done, step cap, whether training has ended)
+_PROGRESS_HOOKS: list[ProgressHook] = []
+
+
+@contextmanager
+def progress_hook(hook: ProgressHook) -> Iterator[None]:
+    """While inside, every `train` in this process calls `hook(steps_done, steps, False)` after
+    each step and `hook(steps_done, steps, True)` once training has ended (cap reached or
+    stopped early). For callers that cannot reach `train`'s arguments: the report's workers
+    train through `run_experiment` and a method's `fit`. A hook should be quick; one that
+    raises is logged and dropped, and never stops training."""
+    _PROGRESS_HOOKS.append(hook)
+    try:
+        yield
+    finally:
+        if hook in _PROGRESS_HOOKS:
+            _PROGRESS_HOOKS.remove(hook)
+
+
+def _report_progress(done: int, steps: int, ended: bool) -> None:
+    for hook in list(_PROGRESS_HOOKS):
+        try:
+            hook(done, steps, ended)
+        except Exception as err:  # a broken hook must not cost a run
+            logger.warning("progress hook %r failed (%s); it is dropped", hook, err)
+            _PROGRESS_HOOKS.remove(hook)
 
 
 # ----------------------------------------------------------------------------- signals and checkpoints
@@ -376,6 +432,7 @@ def train(
             rows.append(row)
             bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
             done = step + 1
+            _report_progress(done, settings.steps, False)
             if done % settings.checkpoint_every == 0 or done == settings.steps or monitor.stopped:
                 save(done)
             if signals["stop"]:
@@ -387,6 +444,8 @@ def train(
         save(done)
     elif monitor.best_state is not None:
         method.load_weights(monitor.best_state)
+    if finished:
+        _report_progress(done, settings.steps, True)
     return TrainResult(pd.DataFrame(rows), done, start, monitor.best_step, monitor.stopped)
 
 

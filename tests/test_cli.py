@@ -172,3 +172,138 @@ def test_apply_refuses_a_file_whose_name_gives_another_contrast(bicubic_run, tmp
     assert f"FAILED  {t1}: the name gives contrast T1w but the run was trained on T2w" in printed
     assert "0 written, 1 failed" in printed and not (tmp_path / "out").exists()
 
+
+def test_every_help_shows_a_description_and_the_defaults(capsys):
+    from sr_lib.cli import DESCRIPTIONS
+    from sr_lib.train import SCHEDULES
+
+    def help_of(*command):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*command, "--help"])
+        assert exit_info.value.code == 0
+        return " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+
+    top = help_of()
+    assert all(name in top for name in DESCRIPTIONS) and "-q, --quiet" in top and "-v, --verbose" in top
+    for name, description in DESCRIPTIONS.items():
+        assert " ".join(description.split()) in help_of(name)
+    report = help_of("report")
+    assert "sizes of everything (default: quick)" in report and "(default: auto)" in report
+    for flag in ("--seeds", "--pairing", "--schedule", "--option", "--device", "--workers", "--dry-run", "-v", "-q"):
+        assert flag in report
+    assert all(name in report for name in SCHEDULES)  # --schedule's help names every schedule of the engine
+    assert "(default: kspace-2x)" in help_of("train") and "(default: T2)" in help_of("train")
+    for computing in ("train", "report", "tables", "apply", "bench"):
+        assert "--device" in help_of(computing)
+    assert "folder that holds run folders (default: runs)" in help_of("runs", "list")
+
+
+@pytest.mark.parametrize("flags, shown, hidden", [
+    ([], ["info line", "warning: warning line"], ["debug line"]),
+    (["-q"], ["warning: warning line"], ["info line", "debug line"]),
+    (["-v"], ["debug: debug line", "info line", "warning: warning line"], []),
+    (["studies", "-v"], ["debug: debug line", "info line"], []),  # after the command, as --debug
+    (["studies", "--quiet"], ["warning line"], ["info line"]),
+])
+def test_quiet_and_verbose_set_the_log_level(monkeypatch, capsys, flags, shown, hidden):
+    import logging
+
+    from sr_lib import cli
+
+    def studies(args):
+        log = logging.getLogger("sr_lib.some_module")
+        log.debug("debug line")
+        log.info("info line")
+        log.warning("warning line")
+        return 0
+
+    monkeypatch.setitem(cli.COMMANDS, "studies", studies)
+    argv = flags if flags[:1] == ["studies"] else [*flags, "studies"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert all(line in err for line in shown) and not any(line in err for line in hidden)
+    assert logging.getLogger("sr_lib").level == logging.NOTSET  # the command's logging setup is undone
+
+
+def test_device_is_checked_and_reaches_the_run(bicubic_run, tmp_path, capsys, monkeypatch):
+    import json
+    import os
+
+    import torch
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--method", "bicubic", "--device", "gpu"])
+    assert exit_info.value.code == 2 and "--device: 'gpu'" in capsys.readouterr().err
+    if torch.cuda.device_count() < 8:
+        assert main(["report", "--dry-run", "--device", "cuda:7"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("sr-lib: error: device 'cuda:7'") and err.count("\n") == 1
+    # Pretend a GPU is there: `auto` would pick it, so a run on the CPU shows that --device cpu got through.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    seen = {}
+    from sr_lib import runs
+
+    real = runs.run_experiment
+
+    def spy(*args, **kwargs):
+        seen["env"] = os.environ.get("SR_LIB_DEVICE")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "run_experiment", spy)
+    out = tmp_path / "runs"  # (the fixture keeps its data cache set for this module)
+    assert main(["train", "--method", "bicubic", "--scenario", "SR-B", "--profile", "test", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    assert json.loads(next(out.glob("*/bicubic-*/status.json")).read_text())["device"] == "cpu"
+    assert seen["env"] == "cpu" and "SR_LIB_DEVICE" not in os.environ  # exported for the command only
+
+
+def test_a_method_option_no_selected_method_has_is_a_usage_error(capsys):
+    assert main(["report", "--dry-run", "--study", "baselines", "--profile", "test", "--option", "no_such=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sr-lib report: error: unknown method option: no_such") and err.count("\n") == 1
+    assert main(["report", "--dry-run", "--study", "baselines", "--option", "srgan.no_such=1"]) == 2
+    assert "srgan.no_such" in capsys.readouterr().err
+    assert main(["report", "--dry-run", "--study", "baselines", "--option", "gan-cpce.steps=5"]) == 2
+    assert "gan-cpce is not among the methods run" in capsys.readouterr().err
+    assert main(["report", "--dry-run", "--study", "baselines", "--schedule", "wavy"]) == 2
+    assert "--schedule 'wavy'" in capsys.readouterr().err
+    assert main(["train", "--method", "srcnn", "--option", "no_such=1"]) == 2
+    assert "no_such (srcnn has no such option)" in capsys.readouterr().err
+
+
+def test_the_status_line_is_redrawn_in_place_on_a_terminal_and_throttled_elsewhere(monkeypatch):
+    import io
+    import logging
+
+    from sr_lib import cli
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    def record(message, status=None, level=logging.INFO):
+        rec = logging.LogRecord("sr_lib.pipeline", level, __file__, 1, message, None, None)
+        if status:
+            rec.status = status
+        return rec
+
+    terminal = Terminal()
+    handler = cli.ConsoleHandler(terminal)
+    handler.setFormatter(cli.ConsoleFormatter())
+    handler.emit(record("[s] srcnn kspace-2x T2 seed 0 · step 1/600", "update"))
+    handler.emit(record("[s] srcnn kspace-2x T2 seed 0 · step 2/600", "update"))
+    handler.emit(record("done    [s] input kspace-2x T2 seed 0"))
+    handler.emit(record("2 of 2 runs done", "end"))
+    assert terminal.getvalue() == (
+        "\r[s] srcnn kspace-2x T2 seed 0 · step 1/600\x1b[K\r[s] srcnn kspace-2x T2 seed 0 · step 2/600\x1b[K"
+        "\r\x1b[Kdone    [s] input kspace-2x T2 seed 0\n[s] srcnn kspace-2x T2 seed 0 · step 2/600\x1b[K"
+        "\r\x1b[K2 of 2 runs done\n")
+
+    log = io.StringIO()  # not a terminal: a status line only after STATUS_INTERVAL_S without output
+    handler = cli.ConsoleHandler(log)
+    handler.setFormatter(cli.ConsoleFormatter())
+    handler.emit(record("step 1/600", "update"))
+    handler.emit(record("a warning", level=logging.WARNING))
+    monkeypatch.setattr(cli, "STATUS_INTERVAL_S", 0.0)
+    handler.emit(record("step 2/600", "update"))
+    assert log.getvalue() == "warning: a warning\nstep 2/600\n"

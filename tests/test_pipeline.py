@@ -1,10 +1,13 @@
 """`sr-lib report` end to end on the test profile: every run of a study, a method that fails
 is recorded as failed in its study's table and the index while the others' tables and
-figures are intact, n/a cells, the dry run, and portable executed notebooks."""
+figures are intact, n/a cells, the dry run, portable executed notebooks, a log without
+papermill's and the kernel's noise, workers' steps reaching the parent, and runs varied by
+method options and pairing."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -34,8 +37,14 @@ TINY = Study(name="tiny", title="tiny", description="a test study", scenarios=("
              methods=("input", "bicubic", "srresnet"), seeds=2, detail=("input",))
 
 
+# What papermill and the kernel used to print into every report's log.
+NOISE = ("Unable to parse line", "Passed unknown parameter", "Kernel is running over TCP", "KeyboardInterrupt caught",
+         "MissingIDFieldWarning", "IPKernelApp")
+
+
 @pytest.mark.slow
-def test_report_with_a_failing_method_keeps_the_others_and_marks_it(tmp_path, monkeypatch):
+def test_report_with_a_failing_method_keeps_the_others_and_marks_it(tmp_path, monkeypatch, capfd, caplog):
+    caplog.set_level(logging.DEBUG, logger="sr_lib")
     monkeypatch.setenv("SR_LIB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setitem(studies.STUDIES, "tiny", TINY)
     monkeypatch.setitem(METHODS, "srresnet", Broken)
@@ -69,6 +78,13 @@ def test_report_with_a_failing_method_keeps_the_others_and_marks_it(tmp_path, mo
     monkeypatch.setattr("sr_lib.runs.run_experiment", lambda *a, **k: pytest.fail("tables must not train"))
     assert main(["tables", "--study", "tiny", "--profile", "test", "--out", str(out)]) == 0
     assert (out / "tables" / "tiny.md").read_text() == before
+    # the report's log: one line per notebook and run, none of papermill's or the kernel's noise
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+    printed = capfd.readouterr()
+    for noise in NOISE:
+        assert noise not in logged and noise not in printed.err and noise not in printed.out
+    assert "notebook 00_data: ok" in logged and "failed [tiny] srresnet SR-B T2 seed 0" in logged
+    assert "done    [tiny] bicubic SR-B T2 seed 0" in logged and "of 6 runs done" in logged
 
 
 def test_training_facts_read_where_a_run_stopped(tmp_path):
@@ -99,7 +115,12 @@ def test_runs_side_by_side_give_the_same_folders_and_numbers_as_one_by_one(tmp_p
                 methods=("srcnn",), seeds=2)
     planned = plan([two], tmp_path / "parallel", profile="test")
     assert [p.state for p in planned] == ["train", "train"]
-    assert run_all(planned, tmp_path / "parallel", workers=2, progress=False) == []
+    seen = []  # what the parent's progress callback saw of the workers' training
+    assert run_all(planned, tmp_path / "parallel", workers=2, progress=False, on_progress=seen.append) == []
+    steps = {(r.config.seed, r.step) for p in seen for r in p.running if r.step is not None and r.steps == 12}
+    assert {seed for seed, _ in steps} == {0, 1}  # each worker's steps reached the parent
+    assert any(p.running and "step" in p.line() and p.line().startswith("[two] srcnn SR-B T2 seed") for p in seen)
+    assert (seen[-1].done, seen[-1].total) == (2, 2)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # what each of the two workers had on a 2-core machine
     try:
@@ -203,3 +224,60 @@ def test_workers_stop_and_checkpoint_when_the_report_process_dies(tmp_path):
     assert not any(_alive(w) for w in workers)
     folders = [p for p in runs.glob("*/*") if p.is_dir()]
     assert len(folders) == 2 and all((f / "checkpoint.pt").exists() for f in folders)
+
+
+def test_method_options_and_pairing_vary_the_runs():
+    from sr_lib.report import OptionError, check_options, study_configs
+
+    study = Study(name="v", title="v", description="v", scenarios=("SR-B",), contrasts=("T2",),
+                  methods=("bicubic", "srcnn", "srgan"), seeds=1)
+    default = {c.method: c for c in study_configs(study, profile="test")}
+    varied = {c.method: c for c in study_configs(study, profile="test", pairing="misaligned",
+                                                 options={"steps": 5, "srgan.adversarial_weight": 0.01})}
+    assert varied["bicubic"].options == {} and varied["bicubic"].pairing == "misaligned"  # it has no steps
+    assert varied["srcnn"].options == {"steps": 5}
+    assert varied["srgan"].options == {"steps": 5, "adversarial_weight": 0.01}
+    resolved = varied["srgan"].resolve().options
+    assert resolved.steps == 5 and resolved.adversarial_weight == 0.01
+    assert default["srgan"].resolve().options.steps == 12  # the test profile's
+    for method in ("srcnn", "srgan"):  # a new identity, so a new run folder beside the default one
+        assert varied[method].resolve().folder("d") != default[method].resolve().folder("d")
+    assert study_configs(study, profile="test", options={"schedule": "constant"})[1].resolve().identity() == \
+        default["srcnn"].resolve().identity()  # an option at its default value changes nothing
+    check_options(study.methods, {"steps": 5, "srgan.warmup": 0.1})
+    for bad, named in [({"no_such": 1}, "no_such"), ({"srcnn.warmup": 0.1}, "srcnn.warmup"),
+                       ({"gan-cpce.steps": 1}, "gan-cpce.steps")]:
+        with pytest.raises(OptionError, match=named):
+            check_options(study.methods, bad)
+
+
+_TINY_NOTEBOOK = {
+    "cells": [
+        {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "outputs": [], "execution_count": None,
+         "source": ['runs_root = ""          # where run folders go; empty = reports/runs/<profile>\n',
+                    "fail = False           # raise in the next cell"]},
+        {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+         "source": ["import os\n", "os.write(2, b'the kernel itself says this\\n')\n",
+                    "if fail:\n", "    raise ValueError(f'boom in {runs_root}')"]},
+    ],
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    "nbformat": 4, "nbformat_minor": 4,  # no cell ids: nbformat would warn
+}
+
+
+@pytest.mark.slow
+def test_a_notebook_runs_without_noise_and_a_failing_one_says_why(tmp_path, monkeypatch, capfd, caplog):
+    from sr_lib import pipeline
+
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(pipeline, "notebooks_dir", lambda: tmp_path)
+    (tmp_path / "tiny.ipynb").write_text(json.dumps(_TINY_NOTEBOOK))
+    ok = pipeline.run_notebook("tiny", tmp_path / "out" / "a" / "tiny.ipynb", {"runs_root": "here"})
+    failed = pipeline.run_notebook("tiny", tmp_path / "out" / "b" / "tiny.ipynb", {"runs_root": "there", "fail": True})
+    assert ok.ok and not failed.ok and failed.error == "ValueError: boom in there"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(m.startswith("notebook tiny failed: ValueError: boom in there") for m in warnings)
+    assert sum("its kernel said:\n  the kernel itself says this" in m for m in warnings) == 2  # passed on, not dropped
+    shown = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO) + "".join(capfd.readouterr())
+    assert not any(noise in shown for noise in NOISE)
+    assert any("Unable to parse line" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
