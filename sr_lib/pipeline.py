@@ -277,7 +277,7 @@ class RunProgress:
 
     def describe(self) -> str:
         if self.step is None:
-            where = "starting"
+            where = "running"  # preparing, or a method without a training loop
         elif self.trained:
             where = f"trained {self.step}/{self.steps} steps, testing"
         else:
@@ -330,14 +330,14 @@ class _Tracker:
     def finish(self, run: RunProgress, outcome: str, error: str) -> None:
         self.running.remove(run)
         self.done += 1
+        self.failed += outcome == "failed"
+        self.notify(force=True)  # first, so that the status line under the run's line is already the new one
         seconds = time.time() - run.started
         count = f"{self.done} of {self.total} runs done"
         if outcome == "failed":
-            self.failed += 1
             logger.warning("failed %s after %.0f s: %s · %s", run.name(), seconds, error, count)
         else:
             logger.info("%-7s %s in %.0f s · %s", outcome, run.name(), seconds, count)
-        self.notify(force=True)
 
     def notify(self, *, force: bool = False) -> None:
         now = time.time()
@@ -531,6 +531,10 @@ def run_all(planned: Sequence[PlannedRun], runs_root: Path, *, force: bool = Fal
         if p.state != "n/a":
             unique.setdefault(json.dumps(p.config.to_dict(), sort_keys=True, default=str), p)
     to_train = [p for p in unique.values() if p.state == "train"]
+    reused = sum(p.state == "reuse" for p in unique.values())
+    logger.info("runs: %d to train%s, %d reused, %d not applicable", len(to_train),
+                f" ({min(workers, len(to_train))} side by side)" if workers > 1 and len(to_train) > 1 else "", reused,
+                sum(p.state == "n/a" for p in planned))
     tracker = _Tracker(len(to_train), on_progress)
     try:
         if workers <= 1 or len(to_train) < 2:
