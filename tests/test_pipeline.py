@@ -281,3 +281,18 @@ def test_a_notebook_runs_without_noise_and_a_failing_one_says_why(tmp_path, monk
     shown = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO) + "".join(capfd.readouterr())
     assert not any(noise in shown for noise in NOISE)
     assert any("Unable to parse line" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
+
+
+def test_the_report_trains_on_the_device_it_is_given(tmp_path, monkeypatch):
+    import torch
+
+    from sr_lib.experiment import RunConfig
+    from sr_lib.pipeline import PlannedRun
+
+    monkeypatch.setenv("SR_LIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # `auto` would now pick CUDA
+    planned = [PlannedRun("d", RunConfig(method="bicubic", scenario="SR-B", profile="test"), "train")]
+    assert run_all(planned, tmp_path / "runs", device="cpu", progress=False) == []
+    assert json.loads(next((tmp_path / "runs").glob("*/*/status.json")).read_text())["device"] == "cpu"
+    with pytest.raises(ValueError, match="cuda:9"):
+        run_report(studies=["baselines"], profile="test", out=tmp_path / "r", dry_run=True, device="cuda:9")
