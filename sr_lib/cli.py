@@ -556,6 +556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.close_status()
             print("sr-lib: interrupted; finished work and checkpoints are kept, rerun to resume", file=sys.stderr)
             return 130
+        except BrokenPipeError:  # stdout closed early (`sr-lib runs list | head`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
         except Exception as err:  # one line for users, the traceback with --debug
             if args.debug:
                 raise
