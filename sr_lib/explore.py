@@ -12,6 +12,8 @@ plots and curves, which need only the committed metrics and logs, still work.
 
 from __future__ import annotations
 
+import base64
+import io
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -245,15 +247,25 @@ def _set_options(dropdown: widgets.Dropdown, options: list) -> None:
         dropdown.value = first[1] if isinstance(first, tuple) and len(first) == 2 and isinstance(first[0], str) else first
 
 
-def _show(output: widgets.Output, *items) -> None:
-    output.clear_output(wait=True)
-    with output:
-        from IPython.display import display
+def _display_item(item: Figure | widgets.Widget) -> dict:
+    """A display_data output for an Output widget: a figure as PNG, a widget as its view."""
+    if isinstance(item, Figure):
+        buf = io.BytesIO()
+        item.savefig(buf, format="png", dpi=90)
+        plt.close(item)
+        data = {"image/png": base64.b64encode(buf.getvalue()).decode("ascii"), "text/plain": "<Figure>"}
+    else:
+        data = {"application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
+                                                              "model_id": item.model_id},
+                "text/plain": f"<{type(item).__name__}>"}
+    return {"output_type": "display_data", "data": data, "metadata": {}}
 
-        for item in items:
-            display(item)
-            if isinstance(item, Figure):
-                plt.close(item)
+
+def _show(output: widgets.Output, *items: Figure | widgets.Widget) -> None:
+    """Replace what `output` shows by setting its outputs, not by capturing `display` inside
+    it: capturing makes nbclient (papermill, nbval) track the Output widget, and executions
+    then sometimes wait forever for a reply (seen in about 1 run in 7 of notebook 80)."""
+    output.outputs = tuple(_display_item(item) for item in items)
 
 
 class _Explorer(widgets.VBox):
