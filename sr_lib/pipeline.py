@@ -30,6 +30,7 @@ import platform
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -695,7 +696,7 @@ def _write_tables(studies: Sequence[Study], out: Path, *, profile: str, dataset:
         compute_seconds += sum(float(r.info.get("seconds") or 0.0) for r in runs)
         write_study_report(study, runs, out)
         if "seams" in study.analyses:
-            seams.append(seam_table(runs))
+            seams.append(seam_table(runs, progress=sys.stderr.isatty()))
             write_seam_tables(seams[-1], Path(out) / "tables", study=study.name)
         study_figures(study, runs, Path(out) / "figures")
         tidy.append(tidy_metrics(runs, study=study.name))
