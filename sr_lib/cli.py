@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 
 from sr_lib import __version__
+from sr_lib.paths import environment
 from sr_lib.profiles import PROFILES
 
 PAIRINGS = ["paired", "misaligned", "unpaired"]
@@ -528,16 +529,8 @@ def command_environment(args: argparse.Namespace) -> Iterator[None]:
         values[DEVICE_ENV] = device
     if args.log_level > logging.INFO or not sys.stderr.isatty():
         values["TQDM_DISABLE"] = "1"
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
+    with environment(**values):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _is_usage_error(err: Exception) -> bool:

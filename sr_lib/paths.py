@@ -15,7 +15,9 @@ Two ways to run it, two sets of defaults:
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -50,3 +52,20 @@ def notebooks_dir() -> Path:
     if _in_checkout():
         return PROJECT_ROOT / "notebooks"
     return Path(__file__).resolve().parent / "notebooks"
+
+
+@contextlib.contextmanager
+def environment(**values: str | None) -> Iterator[None]:
+    """Set (a value) or leave alone (None) environment variables for the block, then restore them."""
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is not None:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -47,7 +47,7 @@ import torch
 from sr_lib.atomic import terminate_as_interrupt, write_text
 from sr_lib.experiment import RunConfig
 from sr_lib.findings import FINDINGS, evaluate_findings, write_findings
-from sr_lib.paths import PROJECT_ROOT, notebooks_dir, reports_dir
+from sr_lib.paths import PROJECT_ROOT, environment, notebooks_dir, reports_dir
 from sr_lib.prepare import data_fingerprint, prepare_data
 from sr_lib.report import (
     check_options, study_configs, study_figures, study_runs, tidy_metrics, vary_config, write_all_summaries,
@@ -455,23 +455,6 @@ def _stop_workers(running: Sequence[_Worker], grace: float = 60.0) -> None:
             w.process.kill()
             w.process.join()
         w.reader.close()
-
-
-@contextlib.contextmanager
-def environment(**values: str | None) -> Iterator[None]:
-    """Set (a value) or leave alone (None) environment variables for the block, then restore them."""
-    saved = {name: os.environ.get(name) for name in values}
-    try:
-        for name, value in values.items():
-            if value is not None:
-                os.environ[name] = value
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _run_side_by_side(to_train: Sequence[PlannedRun], runs_root: Path, *, force: bool, workers: int,
