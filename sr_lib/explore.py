@@ -18,6 +18,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -42,9 +43,10 @@ __all__ = ["CurveExplorer", "RunExplorer", "case_volumes", "per_slice_scores", "
 
 
 def studies_runs(reports_root: str | os.PathLike, *, profile: str, studies: Sequence[str] | None = None,
-                 dataset: str = "phantom", root: str | None = None, scale: int = 2,
-                 seeds: int | None = None) -> dict[str, list[RunResult]]:
-    """study name -> its runs found under ``reports_root/runs/profile`` (finished or not).
+                 dataset: str = "phantom", root: str | None = None, scale: int = 2, seeds: int | None = None,
+                 pairing: str | None = None, options: Mapping[str, Any] | None = None) -> dict[str, list[RunResult]]:
+    """study name -> its runs found under ``reports_root/runs/profile`` (finished or not),
+    varied by `pairing` and method `options` as `sr-lib report --pairing/--option` varies them.
 
     A name not registered in this process (a study a test or a script added to `STUDIES` in
     another process) is left out with a warning: its tables and figures are files and still
@@ -57,7 +59,8 @@ def studies_runs(reports_root: str | os.PathLike, *, profile: str, studies: Sequ
         logging.getLogger(__name__).warning("not registered here, so not explored: %s", ", ".join(unknown))
     known = [n for n in names if n in STUDIES]
     chosen = get_studies(known) if known else []
-    return {s.name: study_runs(s, runs_root, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds)
+    return {s.name: study_runs(s, runs_root, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds,
+                               pairing=pairing, options=options)
             for s in chosen}
 
 

@@ -47,7 +47,7 @@ def feature_extractor(
     vgg_layers: tuple[str, ...] = ("relu5_4",),
     vgg_variant: str = "vgg19",
     device: torch.device | str = "cpu",
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> tuple[nn.Module, str]:
     """A frozen feature net (image -> dict of feature maps) and a one-line description: VGG
     (`vgg_variant`, `vgg_layers`) when a weights file is given, else the MRI feature net."""
@@ -69,12 +69,15 @@ def _fingerprint(sampler: Any, spatial_dims: int, profile: Profile, seed: int) -
 
 
 def train_mri_feature_net(
-    *, spatial_dims: int, profile: Profile, sampler: Any, seed: int, device: torch.device | str = "cpu", progress: bool = True
+    *, spatial_dims: int, profile: Profile, sampler: Any, seed: int, device: torch.device | str = "cpu",
+    progress: bool | None = None,
 ) -> tuple[MRIFeatureNet, str]:
     """Train (or load from the cache) an `MRIFeatureNet` on HR patches from `sampler`.
 
     Objective: reconstruct the clean HR patch from a copy with Gaussian noise (sigma 0.05),
     L1, Adam 1e-3, `profile.feature_net_steps` steps of `profile.batch_size` patches.
+    `progress` None leaves the bar to tqdm's defaults, so `$TQDM_DISABLE` (set by the CLI
+    for a log and by the report for its workers) hides it.
     """
     key = _fingerprint(sampler, spatial_dims, profile, seed)
     path = cache_dir() / "feature_nets" / f"mri-{spatial_dims}d-{key}.pt"
@@ -86,7 +89,8 @@ def train_mri_feature_net(
         noise_gen = torch.Generator().manual_seed(seed + 2)
         optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
         net.to(device).train()
-        for _ in tqdm(range(profile.feature_net_steps), desc="MRI feature net", disable=not progress, leave=False):
+        bar = {} if progress is None else {"disable": not progress}
+        for _ in tqdm(range(profile.feature_net_steps), desc="MRI feature net", leave=False, **bar):
             hr = sampler.sample(profile.batch_size, generator)["hr"].float().cpu()
             noisy = hr + 0.05 * torch.randn(hr.shape, generator=noise_gen)
             loss = (net.reconstruct(noisy.to(device)) - hr.to(device)).abs().mean()

@@ -575,9 +575,8 @@ def run_report(
     `pairing` and method `options` vary every study's runs (`sr_lib.report.study_configs`):
     a name `option` applies to every run whose method has it, `method.option` to one method;
     one that no study's method has raises `sr_lib.report.OptionError`. Varied runs get their
-    own identities. The notebooks show the studies' own runs, so a varied report skips the
-    ones that would show (or train) others: 10_train, 30, 80 and 90; the tables and figures
-    are the varied runs'."""
+    own identities. Notebooks 80 and 90 take the same pairing and options and show the varied
+    runs; 10_train and 30, which would show (or train) the studies' own runs, are skipped."""
     out = Path(out) if out is not None else reports_dir()
     chosen = get_studies(studies)
     runs_root = out / "runs" / profile
@@ -609,8 +608,8 @@ def _make_report(chosen: Sequence[Study], planned: Sequence[PlannedRun], out: Pa
                           device=device)
     runs_seconds = time.time() - started
     if varied:
-        logger.info("pairing/options vary the runs: notebooks 10_train, 30, 80 and 90 (which show the studies' own "
-                    "runs) are skipped; the tables and figures show the varied runs")
+        logger.info("pairing/options vary the runs: notebooks 10_train and 30 (which show the studies' own runs) "
+                    "are skipped; the tables, figures and notebooks 80 and 90 show the varied runs")
     for study in [] if varied else chosen:
         first = [p.config for p in planned if p.study == study.name and p.state != "n/a" and p.config.seed == 0
                  and p.config.scenario == study.scenarios[0] and p.config.method in study.detail]
@@ -623,15 +622,15 @@ def _make_report(chosen: Sequence[Study], planned: Sequence[PlannedRun], out: Pa
     compute_seconds = write_tables(chosen, out, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds,
                                    pairing=pairing, options=options)
     params = {"profile": profile, "studies": ",".join(s.name for s in chosen), "dataset": dataset, "root": root or "",
-              "scale": scale, "seeds": seeds or 0, "reports_root": str(out), "write": False}
+              "scale": scale, "seeds": seeds or 0, "pairing": pairing or "", "options": dict(options or {}),
+              "reports_root": str(out), "write": False}
     ablations = [s.name for s in chosen if s.ablation]
     if ablations and not varied:
         outcomes.append(run_notebook("30_ablations", executed / "30_ablations.ipynb", {
             **{k: params[k] for k in ("profile", "dataset", "root", "scale", "seeds", "reports_root")},
             "studies": ",".join(ablations)}))
-    if not varied:
-        outcomes += [run_notebook("80_comparison_tables", executed / "80_comparison_tables.ipynb", params),
-                     run_notebook("90_difference_maps", executed / "90_difference_maps.ipynb", params)]
+    outcomes += [run_notebook("80_comparison_tables", executed / "80_comparison_tables.ipynb", params),
+                 run_notebook("90_difference_maps", executed / "90_difference_maps.ipynb", params)]
     variation = {"pairing": pairing, "options": dict(options or {})} if varied else None
     return write_index(out, outcomes, planned, failed_runs, profile=profile, dataset=dataset, runs_seconds=runs_seconds,
                        compute_seconds=compute_seconds, variation=variation)
@@ -719,7 +718,7 @@ def write_index(out: Path, outcomes: Sequence[NotebookOutcome], planned: Sequenc
     if variation:
         lines.append(f"- runs varied from the studies' own: pairing `{variation.get('pairing') or 'as the study'}`, "
                      f"method options `{json.dumps(variation.get('options') or {}, sort_keys=True)}` "
-                     "(notebooks 10_train, 30, 80 and 90 skipped: they show the studies' own runs)")
+                     "(notebooks 10_train and 30 skipped: they show the studies' own runs)")
     lines += ["", "## Tables", ""]
     lines += [f"- {link(p)}" for p in sorted((out / "tables").glob("*.md"))]
     lines += ["- " + link(out / "tables" / "summary.csv") + " (tidy, for scripts)", "", "## Figures", ""]

@@ -94,3 +94,23 @@ def test_run_explorer_loads_the_chosen_runs_and_says_when_volumes_are_missing(tm
         case_volumes(runs, explorer.setting.value, methods=["nearest"])
     with pytest.raises(ValueError, match="no study has a finished run"):
         RunExplorer({"empty": []})
+
+
+def test_studies_runs_finds_the_runs_a_varied_report_made(tmp_path, monkeypatch):
+    from sr_lib import studies
+    from sr_lib.explore import studies_runs
+    from sr_lib.report import study_configs
+    from sr_lib.runs import run_experiment
+    from sr_lib.studies import Study
+
+    mini = Study(name="mini", title="mini", description="a test study", scenarios=("SR-B",), contrasts=("T2",),
+                 methods=("nearest", "srcnn"), seeds=1, detail=("nearest",))
+    monkeypatch.setitem(studies.STUDIES, "mini", mini)
+    runs_root = tmp_path / "runs" / "test"
+    for config in study_configs(mini, profile="test", options={"steps": 3}):
+        run_experiment(config, runs_root, progress=False)
+    default = studies_runs(tmp_path, profile="test", studies=["mini"])["mini"]
+    assert [r.config.method for r in default] == ["nearest"]  # it has no steps: its run is also the default's
+    varied = studies_runs(tmp_path, profile="test", studies=["mini", "not-registered"], options={"steps": 3})
+    assert list(varied) == ["mini"]
+    assert {r.config.method: r.config.options for r in varied["mini"]} == {"nearest": {}, "srcnn": {"steps": 3}}
