@@ -1,8 +1,14 @@
-"""`sr-lib bench`: speed of every method on this machine — training steps per second,
-whole-volume inference time on the profile's sizes, and `apply` throughput on a clinical
-512 x 512 slab (seconds per slice, through the same streaming path as `sr-lib apply`).
-`python -m sr_lib.bench apply` measures `apply`'s peak memory on a whole synthetic volume in
-a fresh process. Numbers go to a table, never into tests."""
+"""`sr-lib bench`: speed of every method on this machine, on the profile's sizes.
+
+Per method: training step time and throughput (patches/s, HR voxels/s); the input
+pipeline's share of a step (the step on freshly sampled patches against the step on one
+batch kept in memory); FLOPs per training step (counted by `torch.utils.flop_counter`) and
+the FLOP/s achieved, with its fraction of the device's bf16 peak on the GPUs we know; peak
+GPU memory; whole-volume inference time; and `apply` throughput on a clinical 512 x 512 slab
+(seconds per slice, through the same streaming path as `sr-lib apply`). `write_bench`
+writes the table as CSV and Markdown under `reports/bench/` with the machine, torch version
+and commit. `python -m sr_lib.bench apply` measures `apply`'s peak memory on a whole
+synthetic volume in a fresh process. Numbers go to a table, never into tests."""
 
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from sr_lib.data import PairedPatchSampler
@@ -44,6 +51,28 @@ def _timed(fn, repeats: int, device: torch.device) -> float:
     return float(np.median(times))
 
 
+# Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, by a name fragment of
+# `torch.cuda.get_device_name`. Unknown devices get no fraction rather than a guess.
+BF16_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "RTX 4090": 165e12}
+
+
+def bf16_peak(device: torch.device) -> float | None:
+    """The device's dense bf16 peak in FLOP/s, or None (a CPU, or a GPU not in the table)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in BF16_PEAK_FLOPS.items() if key in name), None)
+
+
+def count_flops(fn) -> int:
+    """Floating-point operations of one call of `fn` (forward and backward), as
+    `torch.utils.flop_counter` counts them: matrix products and convolutions, 2 per
+    multiply-add; element-wise work is not counted."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
 def benchmark(
     methods: Sequence[str] | None = None,
     *,
@@ -54,8 +83,11 @@ def benchmark(
     steps: int = 5,
     apply_slices: int = 2,
 ) -> pd.DataFrame:
-    """One row per method: ms per training step (profile batch and patch), seconds to
-    super-resolve one phantom-sized volume, on random data of the profile's grid, and
+    """One row per method, on random data of the profile's grid (speed does not depend on it):
+    ms per training step on freshly sampled patches (profile batch and patch) and on one batch
+    kept in memory, patches/s and HR voxels/s, the input pipeline's share of the step
+    (1 − kept / sampled), GFLOP per step and TFLOP/s achieved (with the bf16 peak fraction on
+    known GPUs), peak GPU memory, seconds to super-resolve one phantom-sized volume, and
     seconds per 512 x 512 slice through `apply_method` on a slab of `apply_slices` (0: skip)."""
     prof = get_profile(profile)
     dev = pick_device(device)
@@ -65,7 +97,7 @@ def benchmark(
     rng = np.random.default_rng(0)
     lr_volume = rng.random(lr_shape, dtype=np.float32)
     rows = []
-    for name in tqdm(list(methods or METHODS), desc="bench", unit="method"):
+    for name in tqdm(list(methods or METHODS), desc="bench", unit="method", disable=None):
         seed_everything(0)
         experiment = RunConfig(method=name, scenario=scenario, scale=scale, profile=prof.name).resolve()
         try:
@@ -76,6 +108,11 @@ def benchmark(
             rows.append({"method": name, "device": str(dev), "note": str(err)})
             continue
         row = {"method": name, "device": str(dev), "volume": "x".join(map(str, lr_shape)), "note": ""}
+        if method.learned and not isinstance(method, NetMethod):
+            # e.g. rfsr: fitted on data outside the training loop, so there is no step to time and
+            # nothing to predict with until it is; its run folder records its fit time
+            rows.append({**row, "note": "fitted outside the training loop: see its runs' train_seconds"})
+            continue
         if isinstance(method, NetMethod):
             method.to(Runtime(dev, dev.type == "cuda"))
             hr = torch.from_numpy(rng.random(shape, dtype=np.float32)).to(dev)
@@ -86,16 +123,66 @@ def benchmark(
             method.prepare(sampler, seed=0)
             generator = torch.Generator().manual_seed(0)
             method.train_mode(True)
+            kept = sampler.sample(prof.batch_size, generator)
 
             def step() -> None:
                 method.training_step(sampler.sample(prof.batch_size, generator), prof.steps)
 
-            row["train_ms_per_step"] = 1000 * _timed(step, steps, dev)
+            def step_on_kept_batch() -> None:
+                method.training_step(kept, prof.steps)
+
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            seconds = _timed(step, steps, dev)
+            kept_seconds = _timed(step_on_kept_batch, steps, dev)
+            flops = count_flops(step_on_kept_batch)
+            hr_voxels = int(kept["hr"][0].numel())
+            row.update({
+                "train_ms_per_step": 1000 * seconds,
+                "patches_per_s": prof.batch_size / seconds,
+                "voxels_per_s": prof.batch_size * hr_voxels / seconds,
+                "kept_batch_ms_per_step": 1000 * kept_seconds,
+                "input_share": max(0.0, 1.0 - kept_seconds / seconds),
+                "gflop_per_step": flops / 1e9,
+                "tflop_per_s": flops / kept_seconds / 1e12,
+            })
+            peak = bf16_peak(dev)
+            if peak:
+                row["bf16_peak_fraction"] = flops / kept_seconds / peak
+            if dev.type == "cuda":
+                row["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated(dev) / 1e9
         row["infer_s_per_volume"] = _timed(lambda: method.predict_volume(lr_volume), max(steps // 2, 1), dev)
         if apply_slices:
             row["apply_s_per_512_slice"] = apply_seconds_per_slice(method, apply_slices, dev)
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["timed_steps"] = steps
+    return table
+
+
+def write_bench(table: pd.DataFrame, out_dir: str | Path, *, profile: str, device: str) -> list[Path]:
+    """`bench-<profile>-<device>.csv` and `.md` under `out_dir`; the Markdown heads the table
+    with the machine, torch version, commit and date, so a slowdown can be traced."""
+    from sr_lib.atomic import atomic_path
+    from sr_lib.pipeline import git_commit, machine_description
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"bench-{profile}-{device.replace(':', '')}"
+    csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
+    with atomic_path(csv_path) as tmp:
+        table.to_csv(tmp, index=False)
+    made = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    text = (f"# sr-lib bench: profile `{profile}`, device `{device}`\n\n"
+            f"- machine: {machine_description()}\n- commit `{git_commit()}`, {made}\n"
+            f"- times are medians of {table.attrs.get('timed_steps', '?')} calls after a warm-up; "
+            "train: one optimiser step on the profile's batch of patches; `kept_batch`: the same step on one batch "
+            "kept in memory; `input_share` = 1 − kept / sampled; FLOPs from `torch.utils.flop_counter` "
+            "(matrix products and convolutions, forward and backward)\n\n"
+            + table.to_markdown(index=False, floatfmt=".3g") + "\n")
+    with atomic_path(md_path) as tmp:
+        Path(tmp).write_text(text)
+    return [csv_path, md_path]
 
 
 def synthetic_scan(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:

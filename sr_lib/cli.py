@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", nargs="+", default=None, metavar="METHOD", help="methods to time (default: all)")
     bench.add_argument("--scenario", default="SR-B", help="the degradation preset that sets the grids")
     _add_device_argument(bench)
-    bench.add_argument("--out", default=None, help="also write the table to this CSV")
+    bench.add_argument("--out", default=None, help="folder for bench-<profile>-<device>.csv and .md (default: reports/bench)")
 
     runs = command("runs", help="list, show or clean run folders")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
@@ -382,14 +382,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from sr_lib.atomic import atomic_path
-    from sr_lib.bench import benchmark
+    from pathlib import Path
+
+    from sr_lib.bench import benchmark, write_bench
+    from sr_lib.paths import reports_dir
+    from sr_lib.train import pick_device
 
     table = benchmark(args.methods, profile=args.profile, scenario=args.scenario, device=args.device)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    if args.out:
-        with atomic_path(args.out) as tmp:
-            table.to_csv(tmp, index=False)
+    out = Path(args.out) if args.out else reports_dir() / "bench"
+    for path in write_bench(table, out, profile=args.profile, device=str(pick_device(args.device))):
+        logging.getLogger("sr_lib.bench").info("wrote %s", path)
     return 0
 
 

@@ -76,8 +76,8 @@ def train_mri_feature_net(
 
     Objective: reconstruct the clean HR patch from a copy with Gaussian noise (sigma 0.05),
     L1, Adam 1e-3, `profile.feature_net_steps` steps of `profile.batch_size` patches.
-    `progress` None leaves the bar to tqdm's defaults, so `$TQDM_DISABLE` (set by the CLI
-    for a log and by the report for its workers) hides it.
+    `progress` None shows the bar on a terminal only, and not when `$TQDM_DISABLE` is set (as
+    the report sets it for its workers, whose steps its live line shows).
     """
     key = _fingerprint(sampler, spatial_dims, profile, seed)
     path = cache_dir() / "feature_nets" / f"mri-{spatial_dims}d-{key}.pt"
@@ -89,8 +89,8 @@ def train_mri_feature_net(
         noise_gen = torch.Generator().manual_seed(seed + 2)
         optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
         net.to(device).train()
-        bar = {} if progress is None else {"disable": not progress}
-        for _ in tqdm(range(profile.feature_net_steps), desc="MRI feature net", leave=False, **bar):
+        hide = (True if os.environ.get("TQDM_DISABLE") else None) if progress is None else not progress
+        for _ in tqdm(range(profile.feature_net_steps), desc="MRI feature net", leave=False, disable=hide):
             hr = sampler.sample(profile.batch_size, generator)["hr"].float().cpu()
             noisy = hr + 0.05 * torch.randn(hr.shape, generator=noise_gen)
             loss = (net.reconstruct(noisy.to(device)) - hr.to(device)).abs().mean()

@@ -81,13 +81,18 @@ def test_errors_are_one_line_exit_1_and_debug_shows_the_traceback(tmp_path, caps
 
 def test_bench_reports_speed_per_method(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SR_LIB_CACHE", str(tmp_path / "cache"))
-    csv = tmp_path / "bench.csv"
-    assert main(["bench", "--profile", "test", "--methods", "bicubic", "srcnn", "--out", str(csv)]) == 0
+    assert main(["bench", "--profile", "test", "--methods", "bicubic", "srcnn", "--device", "cpu",
+                 "--out", str(tmp_path / "bench")]) == 0
     import pandas as pd
 
-    table = pd.read_csv(csv)
+    table = pd.read_csv(tmp_path / "bench" / "bench-test-cpu.csv")
     assert list(table["method"]) == ["bicubic", "srcnn"]
     assert table["infer_s_per_volume"].gt(0).all() and table["train_ms_per_step"].notna().tolist() == [False, True]
+    srcnn = table.iloc[1]
+    assert srcnn["patches_per_s"] > 0 and srcnn["voxels_per_s"] > srcnn["patches_per_s"]
+    assert 0.0 <= srcnn["input_share"] < 1.0 and srcnn["gflop_per_step"] > 0
+    markdown = (tmp_path / "bench" / "bench-test-cpu.md").read_text()
+    assert "machine:" in markdown and "commit" in markdown and "| srcnn" in markdown
 
 
 def test_train_of_a_method_that_does_not_apply_says_so(tmp_path, capsys, monkeypatch):
