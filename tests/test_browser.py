@@ -15,6 +15,7 @@ Run it alone with ``.venv/bin/python -m pytest tests/test_browser.py -v``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -53,9 +54,7 @@ viewer""",
 
 
 def _missing() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("playwright") is None:
         return "the playwright package is not installed (it is in requirements.lock: `make setup`)"
     if CHROMIUM is None:
         return ("no Chromium on PATH: `apt-get install chromium` (as root; .ci/run does it) "
