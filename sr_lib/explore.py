@@ -36,7 +36,7 @@ from sr_lib.studies import STUDIES, get_studies
 Setting = tuple[str, str, int, str]
 
 __all__ = ["CurveExplorer", "RunExplorer", "case_volumes", "per_slice_scores", "plot_per_slice",
-           "plot_subject_strips", "plot_training_curves", "settings_of", "studies_runs"]
+           "plot_subject_strips", "plot_training_curves", "runs_of", "settings_of", "studies_runs"]
 
 
 # ----------------------------------------------------------------------------- finding runs
@@ -86,8 +86,9 @@ def _natural(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def _chosen(runs: Sequence[RunResult], setting: Setting, seed: int | None = None,
+def runs_of(runs: Sequence[RunResult], setting: Setting, seed: int | None = None,
             methods: Sequence[str] | None = None) -> list[RunResult]:
+    """The finished runs of one setting (and seed, and methods, when given)."""
     return [r for r in runs if r.status == "done" and _setting(r) == setting
             and (seed is None or r.config.seed == seed) and (methods is None or r.config.method in methods)]
 
@@ -104,7 +105,7 @@ def case_volumes(runs: Sequence[RunResult], setting: Setting, *, subject_index: 
     read from the run folders and mapped back to the HR's [0, 1] scaling. Raises
     FileNotFoundError naming the folder when a prediction is not on this machine.
     """
-    group = _chosen(runs, setting, seed, methods)
+    group = runs_of(runs, setting, seed, methods)
     if not group:
         raise ValueError(f"no finished run of seed {seed} for {setting_label(setting)}")
     data = prepare_data(group[0].config)
@@ -299,7 +300,7 @@ class _Explorer(widgets.VBox):
             runs = self._runs[self.study.value]
             if not keep_setting or self.setting.value is None:
                 _set_options(self.setting, [(setting_label(s), s) for s in settings_of(runs)])
-            self._fill_more(_chosen(runs, self.setting.value))
+            self._fill_more(runs_of(runs, self.setting.value))
         finally:
             self._busy = False
         self.refresh()
@@ -385,7 +386,7 @@ class CurveExplorer(_Explorer):
     def refresh(self) -> None:
         if self._busy or self.setting.value is None:
             return
-        chosen = _chosen(self._runs[self.study.value], self.setting.value, methods=list(self.methods.value))
+        chosen = runs_of(self._runs[self.study.value], self.setting.value, methods=list(self.methods.value))
         label = setting_label(self.setting.value)
         curves = plot_training_curves(chosen, column=self.column.value, title=label)
         tidy = tidy_metrics(chosen, study=self.study.value) if chosen else pd.DataFrame()

@@ -25,6 +25,7 @@ from matplotlib.patches import Rectangle
 from sr_lib.atomic import atomic_path
 from sr_lib.io import Volume
 from sr_lib.metrics import psnr, slice_scores
+from sr_lib.planes import nearest_indices
 
 AXIS_NAMES = ("x", "y", "z")
 
@@ -45,18 +46,13 @@ def _array(a, name: str) -> np.ndarray:
     return arr
 
 
-def _nearest_indices(n_out: int, n_in: int) -> np.ndarray:
-    """Index into a grid of `n_in` for each of `n_out` cells, voxel centres aligned (nearest)."""
-    return np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(int), n_in - 1)
-
-
 def _lr_plane(lr: np.ndarray, hr_shape: tuple[int, ...], axis: int, index: int) -> tuple[np.ndarray, int]:
     """The LR slice matching HR slice `index`, upsampled to the HR plane by nearest neighbour."""
-    k = int(_nearest_indices(hr_shape[axis], lr.shape[axis])[index])
+    k = int(nearest_indices(hr_shape[axis], lr.shape[axis])[index])
     plane = np.take(lr, k, axis=axis)
     out_shape = [s for d, s in enumerate(hr_shape) if d != axis]
-    rows = _nearest_indices(out_shape[0], plane.shape[0])
-    cols = _nearest_indices(out_shape[1], plane.shape[1])
+    rows = nearest_indices(out_shape[0], plane.shape[0])
+    cols = nearest_indices(out_shape[1], plane.shape[1])
     return plane[np.ix_(rows, cols)], k
 
 

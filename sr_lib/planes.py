@@ -23,7 +23,7 @@ import nibabel as nib
 import numpy as np
 
 from sr_lib.io import Volume
-from sr_lib.metrics import foreground_mask, ssim_map
+from sr_lib.metrics import foreground_mask, psnr, ssim, ssim_map
 
 VolumeLike = Union[Volume, np.ndarray]
 
@@ -101,6 +101,12 @@ def corresponding_index(index: int, n_from: int, n_to: int) -> int:
     return int(min(n_to - 1, max(0, math.floor((index + 0.5) * n_to / n_from))))
 
 
+def nearest_indices(n_out: int, n_in: int) -> np.ndarray:
+    """For each of `n_out` cells of a grid, the cell of an `n_in` grid over the same FOV that
+    holds its centre (the vectorised `corresponding_index`)."""
+    return np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(int), n_in - 1)
+
+
 def reference_name(grids: Mapping[str, Grid], axis: int) -> str:
     """The finest grid along `axis` (most slices; the first such volume): the slider's grid."""
     return max(grids, key=lambda n: grids[n].data.shape[axis])
@@ -174,8 +180,6 @@ def plane_scores(shown: Mapping[str, np.ndarray], reference: str, *,
     no foreground, or a side under 11 pixels, gets no score. Panels on another grid (LR) are
     left out: their slice is not the reference's.
     """
-    from sr_lib.metrics import psnr, ssim
-
     ref = shown[reference]
     scores: dict[str, dict[str, float]] = {}
     mask = foreground_mask(ref)
@@ -204,11 +208,20 @@ def mask_planes(mask: np.ndarray, grids: Mapping[str, Grid], axis: int, index: i
     m_index = slice_indices(grids, axis, index)[reference_name(grids, axis)]
     m_plane = np.take(mask, m_index, axis=axis)
     for name, g in grids.items():
-        nh, nv = g.data.shape[h], g.data.shape[v]
-        ih = np.minimum(((np.arange(nh) + 0.5) * m_plane.shape[0] / nh).astype(int), m_plane.shape[0] - 1)
-        iv = np.minimum(((np.arange(nv) + 0.5) * m_plane.shape[1] / nv).astype(int), m_plane.shape[1] - 1)
+        ih = nearest_indices(g.data.shape[h], m_plane.shape[0])
+        iv = nearest_indices(g.data.shape[v], m_plane.shape[1])
         out[name] = m_plane[np.ix_(ih, iv)]
     return out
+
+
+def grid_labels(grids: Mapping[str, Grid], axis: int) -> dict[str, str]:
+    """`orientation_labels` of the first volume that has an affine (empty if none has)."""
+    return orientation_labels(next((g.affine for g in grids.values() if g.affine is not None), None), axis)
+
+
+def finest_grid(grids: Mapping[str, Grid]) -> Grid:
+    """The volume with the most voxels: the grid the crosshair and the readout's voxel use."""
+    return max(grids.values(), key=lambda g: g.data.size)
 
 
 def orientation_labels(affine: np.ndarray | None, axis: int) -> dict[str, str]:

@@ -40,9 +40,10 @@ from sr_lib.planes import (
     check_axis,
     check_reference,
     corresponding_index,
+    finest_grid,
+    grid_labels,
     in_plane,
     mask_planes,
-    orientation_labels,
     overlays,
     plane_scores,
     planes,
@@ -103,8 +104,7 @@ def slice_grid(
     shown = planes(grids, axis, index)
     holes = mask_planes(mask, grids, axis, index) if mask is not None else {}
     h, v = in_plane(axis)
-    first_affine = next((g.affine for g in grids.values() if g.affine is not None), None)
-    labels = orientation_labels(first_affine, axis)
+    labels = grid_labels(grids, axis)
 
     rows = 1 if difference_to is None else 2
     ncols = len(grids)
@@ -242,7 +242,7 @@ class VolumeViewer(anywidget.AnyWidget):
         if self._mask is not None:
             mask_planes(self._mask, self._grids, axis, index)  # raises now on a wrong shape
         self._dpi = dpi
-        finest = self._grids[max(self._grids, key=lambda n: self._grids[n].data.size)]
+        finest = finest_grid(self._grids)
         fov = finest.fov
         super().__init__(
             grid={"shape": list(finest.data.shape), "voxel": [float(x) for x in finest.voxel],
@@ -275,8 +275,7 @@ class VolumeViewer(anywidget.AnyWidget):
 
     def scanner_position(self, point_mm: Sequence[float] | None = None) -> np.ndarray | None:
         """Scanner coordinates (mm, through the finest volume's affine) of a FOV point."""
-        finest = self._grids[max(self._grids, key=lambda n: self._grids[n].data.size)]
-        return world_position(finest, self.crosshair if point_mm is None else point_mm)
+        return world_position(finest_grid(self._grids), self.crosshair if point_mm is None else point_mm)
 
     def _crosshair_on_slice(self, crosshair: Sequence[float]) -> list[float]:
         point = [float(c) for c in crosshair]
@@ -323,8 +322,7 @@ class VolumeViewer(anywidget.AnyWidget):
                 "mask": _plane_bytes(holes[name], np.uint8) if name in holes and holes[name].any() else None,
                 "scores": scores.get(name, {}),
             })
-        first_affine = next((g.affine for g in self._grids.values() if g.affine is not None), None)
-        self.orientation = orientation_labels(first_affine, axis)
+        self.orientation = grid_labels(self._grids, axis)
         self.panels = panels
 
     # -- a picture for frontends without widgets ----------------------------------------------
