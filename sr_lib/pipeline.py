@@ -6,7 +6,8 @@ are reused), sharing the prepared data cached on disk; 10_train is executed only
 study shows in detail; each study's tables and difference maps are written in-process; 30
 shows the ablation studies, 80 and 90 every study (run on their own in JupyterLab, they write them).
 Executed notebooks are stripped of widget state and of this machine's absolute paths.
-A run that fails is recorded as failed and the report goes on.
+A run that fails is recorded as failed and the report goes on. With `executor` ('local' or
+'slurm') the runs train as submitit jobs instead, one per run (`_run_with_executor`).
 
 Progress goes through `logging` (logger `sr_lib.pipeline`): one line per finished run and
 notebook, and status records (`extra={"status": "update"}`) saying which study, run and step
@@ -42,6 +43,7 @@ from typing import IO, Any
 
 import pandas as pd
 import papermill
+import submitit
 import torch
 
 from sr_lib.atomic import terminate_as_interrupt, write_text
@@ -56,7 +58,7 @@ from sr_lib.report import (
 from sr_lib.runs import is_finished, run_experiment
 from sr_lib.seams import seam_table, write_seam_tables
 from sr_lib.studies import Study, get_studies
-from sr_lib.train import DEVICE_ENV, Runtime, pick_device, progress_hook
+from sr_lib.train import DEVICE_ENV, Runtime, check_device_name, pick_device, progress_hook
 
 KERNEL = "python3"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -497,18 +499,242 @@ def _run_side_by_side(to_train: Sequence[PlannedRun], runs_root: Path, *, force:
     return outcomes
 
 
+# ----------------------------------------------------------------------------- jobs (submitit)
+#
+# Why submitit rather than Ray: a SLURM cluster, where MRI labs train, already runs a
+# scheduler; submitit speaks to it natively (sbatch, job arrays, requeue on timeout or
+# preemption) and needs no service of its own, where Ray would need a cluster started inside
+# (or beside) SLURM. A submitit job is a pickled function call whose result comes back as a
+# file, which is what a run is: `run_experiment(config, runs_root)` writes a self-contained
+# run folder. Its local executor runs the same jobs as processes here, which is how the
+# tests exercise this path without a cluster.
+
+EXECUTORS = ("local", "slurm")
+JOB_POLL_S = 1.0  # how often the report looks at its jobs (a SLURM job's state is asked of sacct less often)
+JOB_STOP_GRACE_S = 60.0  # after Ctrl-C, how long local jobs get to save their checkpoints
+# Ours over submitit's defaults (user options win): its local executor kills a job after 2 min
+# and SLURM's gets 5 min; a run needs far more. A SLURM job that reaches its limit is requeued
+# (`_TrainJob.checkpoint`) and resumes from its last checkpoint, up to 3 times.
+EXECUTOR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "local": {"name": "sr-lib", "timeout_min": 7 * 24 * 60},
+    "slurm": {"name": "sr-lib", "timeout_min": 4 * 60},
+}
+
+
+class ExecutorError(ValueError):
+    """An executor name or option that submitit cannot use (a one-line message)."""
+
+
+def make_executor(kind: str, folder: str | os.PathLike,
+                  parameters: Mapping[str, Any] | None = None) -> submitit.AutoExecutor:
+    """A submitit executor of `kind` ('local': processes on this machine; 'slurm': sbatch)
+    whose jobs keep their pickles and logs in `folder` (`<job id>_0_log.err`, ...), with
+    `EXECUTOR_DEFAULTS` updated by `parameters`. The names are submitit's `AutoExecutor`
+    vocabulary: timeout_min, gpus_per_node, cpus_per_task, mem_gb, nodes, name, and SLURM's
+    own prefixed with `slurm_` (slurm_partition, slurm_account, slurm_qos, slurm_constraint,
+    slurm_array_parallelism, ...), which the local executor ignores. SLURM needs `srun` on
+    this machine (a login node). Local jobs see the GPUs this process sees (`gpus_per_node`
+    of them, default all), where submitit would give them none. Raises `ExecutorError` for
+    an unknown kind, option name or value type."""
+    if kind not in EXECUTORS:
+        raise ExecutorError(f"executor {kind!r}: choose one of {', '.join(EXECUTORS)}")
+    try:
+        executor = submitit.AutoExecutor(folder=Path(folder), cluster=kind)
+        executor.update_parameters(**{**EXECUTOR_DEFAULTS[kind], **(parameters or {})})
+        visible = _visible_gpus() if kind == "local" else None
+        if visible is not None:  # submitit sets a local job's CUDA_VISIBLE_DEVICES from these two
+            local = executor._executor  # the LocalExecutor inside (AutoExecutor does not pass visible_gpus on)
+            local.update_parameters(visible_gpus=visible,
+                                    gpus_per_node=(parameters or {}).get("gpus_per_node", len(visible)))
+    except (AssertionError, NameError, TypeError, ValueError, RuntimeError) as err:  # what submitit raises
+        text = str(err).strip()
+        raise ExecutorError(f"{kind} executor: {text.splitlines()[0] if text else type(err).__name__}") from err
+    return executor
+
+
+def _visible_gpus() -> tuple[int, ...] | None:
+    """The GPU indices this process sees: `$CUDA_VISIBLE_DEVICES` when set, else all of
+    torch's; None where that variable names GPUs by UUID (submitit takes indices only)."""
+    text = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if text is None:
+        return tuple(range(torch.cuda.device_count()))
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not all(name.isdigit() for name in names):
+        logger.warning("CUDA_VISIBLE_DEVICES=%s names GPUs by UUID: local jobs see the GPUs submitit gives them "
+                       "(--executor-option gpus_per_node=N: the first N)", text)
+        return None
+    return tuple(int(name) for name in names)
+
+
+def check_executor(kind: str | None, parameters: Mapping[str, Any] | None = None) -> None:
+    """Raise `ExecutorError` now, before any work, where `make_executor` would (no executor
+    with options given is one too)."""
+    if kind is None:
+        if parameters:
+            raise ExecutorError(f"executor options {sorted(parameters)} need an executor (local or slurm)")
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        make_executor(kind, folder, parameters)
+
+
+class _TrainJob(submitit.helpers.Checkpointable):
+    """One run as a submitit job: `run_experiment` in the job's process, returning (status,
+    error). A run that fails inside `run_experiment` says so in its status; anything it raises
+    (say a dataset folder that is not there) fails the job, and submitit keeps the traceback
+    in the job's log. Interrupted (SIGTERM from scancel), training saves a checkpoint and the
+    job returns 'interrupted'. Checkpointable: when SLURM signals the time limit or
+    preemption, submitit requeues the job through `checkpoint`, and the run resumes from its
+    last checkpoint (at most `checkpoint_every` steps are redone)."""
+
+    def __call__(self, config: RunConfig, runs_root: Path, force: bool, device: str,
+                 threads: int | None) -> tuple[str, str]:
+        threads = threads or int(os.environ.get("SLURM_CPUS_PER_TASK") or 0)
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            result = run_experiment(config, runs_root, force=force, progress=False, runtime=Runtime.auto(device))
+        except KeyboardInterrupt as err:  # TrainingInterrupted: its checkpoint is saved
+            return "interrupted", str(err) or "interrupted"
+        return result.status, result.error or ""
+
+    def checkpoint(self, config: RunConfig, runs_root: Path, force: bool, device: str,
+                   threads: int | None) -> submitit.helpers.DelayedSubmission:
+        """The requeued call: the same run, never forced (that would clear its checkpoint)."""
+        return submitit.helpers.DelayedSubmission(self, config, runs_root, False, device, threads)
+
+
+@dataclasses.dataclass
+class _Job:
+    run: PlannedRun
+    job: submitit.Job
+    progress: RunProgress | None = None  # once the job is seen running
+
+
+def _raised(err: Exception) -> str:
+    """The exception line of a failed job's traceback (what `FailedJobError` quotes)."""
+    parts = str(err).split("-" * 22)
+    body = parts[1] if len(parts) >= 3 else str(err)
+    lines = [line for line in body.splitlines() if line.strip() and not line.startswith((" ", "\t"))]
+    return lines[-1].strip() if lines else type(err).__name__
+
+
+def _job_outcome(job: submitit.Job, *, local: bool) -> tuple[str, str]:
+    """(status, error) of a finished job; one that failed names its id and its log."""
+    where = f"(job {job.job_id}, log {job.paths.stderr})"
+
+    def ended() -> str:  # SLURM's state says why (TIMEOUT, OUT_OF_MEMORY, CANCELLED, NODE_FAIL, ...)
+        state = "" if local else f", state {job.state}"
+        return f"job ended without a result{state}: killed, out of memory or out of time? {where}"
+
+    if local and not job.paths.result_pickle.exists():  # no shared file system to wait for here
+        return "failed", ended()
+    try:
+        status_, error = job.result()
+    except submitit.core.utils.FailedJobError as err:
+        return "failed", f"{_raised(err)} {where}"
+    except submitit.core.utils.UncompletedJobError:
+        return "failed", ended()
+    if status_ == "interrupted":
+        return "failed", f"interrupted, checkpoint saved (rerun the report to resume): {error} {where}"
+    return status_, error
+
+
+def _cancel_jobs(jobs: Sequence[_Job], *, local: bool) -> None:
+    """Cancel unfinished jobs (local ones get SIGINT, SLURM's scancel sends SIGTERM: training
+    saves a checkpoint either way); local ones get `JOB_STOP_GRACE_S` to end."""
+    for j in jobs:
+        with contextlib.suppress(Exception):
+            j.job.cancel(check=False)
+    deadline = time.time() + JOB_STOP_GRACE_S
+    while local and time.time() < deadline and not all(j.job.done() for j in jobs):
+        time.sleep(0.2)
+
+
+def _run_with_executor(to_train: Sequence[PlannedRun], runs_root: Path, *, force: bool, executor: str,
+                       tracker: _Tracker, device: str = "auto", workers: int = 1,
+                       parameters: Mapping[str, Any] | None = None,
+                       folder: str | os.PathLike | None = None) -> list[tuple[PlannedRun, str, str]]:
+    """Train `to_train` as submitit jobs, one per run (see `make_executor`); returns (run,
+    status, error) for each, as `_run_side_by_side` does. Each job writes its run folder
+    under `runs_root`, which for SLURM must be on storage every node shares (so must the
+    prepared-data cache, `sr_lib.paths.cache_dir()`, or each job rebuilds it, and this
+    Python environment); the report then reads the folders as it reads its own runs. Job
+    pickles and logs go to `folder` (default: `runs_root/../jobs/<date-time>-<pid>/`, new for
+    each call: a local job's id is its process id, which a later job may get again).
+
+    Local jobs run `workers` at a time, each with `cpu_count // workers` threads; SLURM jobs
+    are submitted at once as one job array (the scheduler queues them; limit them with
+    `slurm_array_parallelism`) and use `$SLURM_CPUS_PER_TASK` threads when set. `tracker`
+    hears when a job starts running and when it ends (not its steps). A job that raises, is
+    killed or is cancelled is a failed run whose error names the job id and its log: the
+    report goes on. Ctrl-C or SIGTERM cancels the unfinished jobs (each saves a checkpoint)
+    and raises KeyboardInterrupt."""
+    runs_root = Path(runs_root)
+    folder = Path(folder) if folder is not None else (
+        runs_root.parent / "jobs" / f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}")
+    submitter = make_executor(executor, folder, parameters)
+    local = executor == "local"
+    limit = max(1, workers) if local else max(1, len(to_train))
+    threads = max(1, (os.cpu_count() or 1) // min(limit, max(1, len(to_train)))) if local else None
+    pending, running, outcomes = list(to_train), [], []
+    logger.info("runs go to %s jobs; their logs to %s", executor, folder)
+    try:
+        with terminate_as_interrupt():
+            while pending or running:
+                if pending and len(running) < limit:
+                    batch, pending = pending[:limit - len(running)], pending[limit - len(running):]
+                    try:
+                        with environment(TQDM_DISABLE="1"), submitter.batch():  # submitted as the block ends
+                            jobs = [submitter.submit(_TrainJob(), p.config, runs_root, force, device, threads)
+                                    for p in batch]
+                    except Exception as err:  # sbatch refused (partition, account, ...): these runs fail
+                        said = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                        text = f"not submitted to {executor}: {said}"
+                        for p in batch:
+                            tracker.finish(tracker.start(p), "failed", text)
+                            outcomes.append((p, "failed", text))
+                        continue
+                    running += [_Job(p, job) for p, job in zip(batch, jobs)]
+                    logger.debug("submitted jobs %s", ", ".join(str(job.job_id) for job in jobs))
+                for j in list(running):
+                    done = j.job.done()
+                    if j.progress is None and (done or j.job.state.upper() in ("RUNNING", "COMPLETING")):
+                        j.progress = tracker.start(j.run)
+                    if done:
+                        running.remove(j)
+                        status_, error = _job_outcome(j.job, local=local)
+                        outcomes.append((j.run, status_, error))
+                        tracker.finish(j.progress, status_, error)
+                tracker.notify()
+                if running:
+                    time.sleep(JOB_POLL_S)
+    except KeyboardInterrupt:
+        _cancel_jobs(running, local=local)
+        raise
+    return outcomes
+
+
 def run_all(planned: Sequence[PlannedRun], runs_root: Path, *, force: bool = False, workers: int = 1,
-            progress: bool = True, on_progress: ProgressCallback | None = None, device: str = "auto") -> list[str]:
+            progress: bool = True, on_progress: ProgressCallback | None = None, device: str = "auto",
+            executor: str | None = None, executor_parameters: Mapping[str, Any] | None = None) -> list[str]:
     """Train (or reuse) every planned run on `device`; returns one line per failed run. With
     `workers` > 1 the runs to train go to that many spawned processes, each with
     `cpu_count // workers` threads; a run shared by two studies trains once (`run_experiment`
-    locks its folder). Where training is goes to `on_progress` (default with `progress`:
-    `log_progress`), a line per finished run to the log. Interrupted (Ctrl-C, SIGTERM), it
-    raises KeyboardInterrupt with every checkpoint saved."""
+    locks its folder). With `executor` ('local' or 'slurm') they go to submitit jobs instead,
+    one per run (`_run_with_executor`; `executor_parameters` as `make_executor` takes them;
+    local jobs `workers` at a time; for SLURM `device` is checked on the nodes, not here).
+    Where training is goes to `on_progress` (default with `progress`: `log_progress`), a line
+    per finished run to the log. Interrupted (Ctrl-C, SIGTERM), it raises KeyboardInterrupt
+    with every checkpoint saved."""
     def failure(p: PlannedRun, error: str) -> str:
         return f"{p.study}: {p.config.method} on {p.config.scenario} {p.config.contrast} seed {p.config.seed}: {error}"
 
-    runtime = Runtime.auto(device)  # a device this machine lacks fails here, before any work
+    check_executor(executor, executor_parameters)
+    if executor == "slurm":
+        check_device_name(device)  # whether the nodes have it is checked there (a login node may have no GPU)
+        runtime = None
+    else:
+        runtime = Runtime.auto(device)  # a device this machine lacks fails here, before any work
     on_progress = on_progress or (log_progress if progress else None)
     unique: dict[str, PlannedRun] = {}
     for p in planned:
@@ -516,11 +742,22 @@ def run_all(planned: Sequence[PlannedRun], runs_root: Path, *, force: bool = Fal
             unique.setdefault(json.dumps(p.config.to_dict(), sort_keys=True, default=str), p)
     to_train = [p for p in unique.values() if p.state == "train"]
     reused = sum(p.state == "reuse" for p in unique.values())
-    logger.info("runs: %d to train%s, %d reused, %d not applicable", len(to_train),
-                f" ({min(workers, len(to_train))} side by side)" if workers > 1 and len(to_train) > 1 else "", reused,
+    how = (f" (as {executor} jobs)" if executor and to_train else
+           f" ({min(workers, len(to_train))} side by side)" if workers > 1 and len(to_train) > 1 else "")
+    logger.info("runs: %d to train%s, %d reused, %d not applicable", len(to_train), how, reused,
                 sum(p.state == "n/a" for p in planned))
     tracker = _Tracker(len(to_train), on_progress)
     try:
+        if executor is not None and to_train:
+            status("preparing the data of %d runs", len(to_train))
+            for p in to_train:  # build each prepared-data cache entry once, before jobs race to it
+                try:
+                    prepare_data(p.config)
+                except Exception as err:  # the job meets it again and fails with it, in its log
+                    logger.debug("preparing the data of %s: %s", p.config.method, err)
+            outcomes = _run_with_executor(to_train, runs_root, force=force, executor=executor, tracker=tracker,
+                                          device=device, workers=workers, parameters=executor_parameters)
+            return [failure(p, error) for p, status_, error in outcomes if status_ == "failed"]
         if workers <= 1 or len(to_train) < 2:
             failed = []
             for p in planned:
@@ -566,6 +803,8 @@ def run_report(
     workers: int | None = None,
     device: str = "auto",
     on_progress: ProgressCallback | None = None,
+    executor: str | None = None,
+    executor_parameters: Mapping[str, Any] | None = None,
 ) -> Path | pd.DataFrame:
     """Regenerate the report for `studies` (all by default); returns the path of `index.md`,
     or with `dry_run` the table of runs that would train or be reused. `workers` runs train
@@ -576,11 +815,21 @@ def run_report(
     a name `option` applies to every run whose method has it, `method.option` to one method;
     one that no study's method has raises `sr_lib.report.OptionError`. Varied runs get their
     own identities. Notebooks 80 and 90 take the same pairing and options and show the varied
-    runs; 10_train and 30, which would show (or train) the studies' own runs, are skipped."""
+    runs; 10_train and 30, which would show (or train) the studies' own runs, are skipped.
+
+    `executor` ('local' or 'slurm') trains the runs as submitit jobs, one per run, with
+    `executor_parameters` (e.g. slurm_partition, gpus_per_node, timeout_min; see
+    `make_executor`); their run folders land in `out/runs/<profile>`, which for SLURM must be
+    on storage the nodes share, and their logs in `out/runs/jobs/<date-time>-<pid>/`. The notebooks and
+    tables then read those folders here, as they read runs trained in-process."""
     out = Path(out) if out is not None else reports_dir()
     chosen = get_studies(studies)
     runs_root = out / "runs" / profile
-    pick_device(device)  # a bad device fails before any work
+    check_executor(executor, executor_parameters)  # a bad executor or option fails before any work
+    if executor == "slurm":
+        check_device_name(device)  # the nodes' devices, not this machine's
+    else:
+        pick_device(device)  # a bad device fails before any work
     planned = plan(chosen, runs_root, profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds, force=force,
                    pairing=pairing, options=options)
     defaults = [c for s in chosen for c in s.configs(profile=profile, dataset=dataset, root=root, scale=scale, seeds=seeds)]
@@ -591,13 +840,15 @@ def run_report(
     with environment(**{DEVICE_ENV: None if device == "auto" else device}):
         return _make_report(chosen, planned, out, runs_root, profile=profile, dataset=dataset, root=root, scale=scale,
                             seeds=seeds, pairing=pairing, options=options, varied=varied, force=force, progress=progress,
-                            workers=workers or default_workers(device), device=device, on_progress=on_progress)
+                            workers=workers or (1 if executor == "slurm" else default_workers(device)), device=device,
+                            on_progress=on_progress, executor=executor, executor_parameters=executor_parameters)
 
 
 def _make_report(chosen: Sequence[Study], planned: Sequence[PlannedRun], out: Path, runs_root: Path, *, profile: str,
                  dataset: str, root: str | None, scale: int, seeds: int | None, pairing: str | None,
                  options: Mapping[str, Any] | None, varied: bool, force: bool, progress: bool, workers: int,
-                 device: str, on_progress: ProgressCallback | None) -> Path:
+                 device: str, on_progress: ProgressCallback | None, executor: str | None = None,
+                 executor_parameters: Mapping[str, Any] | None = None) -> Path:
     """`run_report` after planning: notebooks, runs, tables, index."""
     executed = out / "runs" / "notebooks"
     common = {"profile": profile, "dataset": dataset, "root": root or ""}
@@ -605,7 +856,7 @@ def _make_report(chosen: Sequence[Study], planned: Sequence[PlannedRun], out: Pa
                 run_notebook("01_degradation", executed / "01_degradation.ipynb", {**common, "scale": scale})]
     started = time.time()
     failed_runs = run_all(planned, runs_root, force=force, workers=workers, progress=progress, on_progress=on_progress,
-                          device=device)
+                          device=device, executor=executor, executor_parameters=executor_parameters)
     runs_seconds = time.time() - started
     if varied:
         logger.info("pairing/options vary the runs: notebooks 10_train and 30 (which show the studies' own runs) "
