@@ -10,6 +10,7 @@ sweep.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from sr_lib import distributed
 from sr_lib.atomic import atomic_path, write_json
 from sr_lib.evaluation import evaluate_on_test
 from sr_lib.experiment import Experiment, RunConfig
@@ -61,48 +63,83 @@ def is_finished(folder: Path, identity: dict[str, Any]) -> bool:
 
 def run_experiment(config: RunConfig, out_root: str | os.PathLike, *, force: bool = False, progress: bool = True,
                    runtime: Runtime | None = None) -> RunResult:
-    """Train (if learned) and evaluate `config` under `out_root`; reuse a finished identical run."""
-    experiment = config.resolve()
-    fingerprint = data_fingerprint(config)
+    """Train (if learned) and evaluate `config` under `out_root`; reuse a finished identical run.
+
+    Over several processes (a runtime from `sr_lib.distributed.init`; call it on every rank):
+    rank 0 alone takes the run lock, decides whether to reuse or (re)start the folder, and
+    writes config, model, predictions, metrics and status; every rank trains (resuming from
+    the folder's checkpoint, so the folder must be on storage all ranks see), then the other
+    ranks wait for rank 0's evaluation and every rank returns the same `RunResult`. The lock is
+    rank 0's only: it keeps other jobs out of the folder, and the ranks of one run must all
+    get in (a lock per rank would have rank 1 wait for rank 0, who waits for rank 1 at the
+    first collective). A failure there is recorded by rank 0 and raised on the ranks that hit
+    it (torchrun then stops the rest) rather than returned: a rank that returned while its
+    peers still train would leave them waiting on it."""
+    runtime = runtime or Runtime.auto()
+    main, several = runtime.is_main, runtime.world_size > 1
+    progress = progress and main
+    with distributed.rank_zero_first():  # the phantom and its fingerprint: made once, then read
+        experiment = config.resolve()
+        fingerprint = data_fingerprint(config)
     identity = experiment.identity(fingerprint)
     folder = Path(out_root) / experiment.folder(fingerprint)
-    with run_lock(folder):
-        if not force and is_finished(folder, identity):
+    with run_lock(folder) if main else contextlib.nullcontext():
+        reuse = False
+        if main:
+            reuse = not force and is_finished(folder, identity)
+            if not reuse:
+                if folder.exists() and (force or (folder / "status.json").exists()):
+                    # forced, or a finished/failed run that no longer matches: start clean. Only an
+                    # interrupted run (checkpoint, no status) is resumed.
+                    shutil.rmtree(folder)
+                folder.mkdir(parents=True, exist_ok=True)
+                write_json(folder / CONFIG_NAME, config.to_dict())
+        if distributed.broadcast_object(reuse):
             return load_run(folder)
-        if folder.exists() and (force or (folder / "status.json").exists()):
-            # forced, or a finished/failed run that no longer matches: start clean. Only an
-            # interrupted run (checkpoint, no status) is resumed.
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json(folder / CONFIG_NAME, config.to_dict())
         started = time.time()
         try:
-            info = _execute(experiment, folder, progress=progress, runtime=runtime or Runtime.auto())
+            info = _execute(experiment, folder, progress=progress, runtime=runtime)
         except TrainingInterrupted:
             raise
         except Exception as err:  # one failed method must not sink the report
             first = (str(err).splitlines() or [""])[0]
             info = {"status": "failed", "error": f"{type(err).__name__}: {first}", "traceback": traceback.format_exc()}
-        info["seconds"] = round(time.time() - started, 2)
-        write_json(folder / "status.json", {"status": "done", **info, "identity": identity})
+            if several:
+                if main:
+                    _write_status(folder, info, started, identity)
+                raise
+        if main:
+            _write_status(folder, info, started, identity)
+    distributed.barrier()  # the other ranks wait for rank 0's evaluation and status
     return load_run(folder)
 
 
+def _write_status(folder: Path, info: dict[str, Any], started: float, identity: dict[str, Any]) -> None:
+    info["seconds"] = round(time.time() - started, 2)
+    write_json(folder / "status.json", {"status": "done", **info, "identity": identity})
+
+
 def _execute(experiment: Experiment, folder: Path, *, progress: bool, runtime: Runtime) -> dict[str, Any]:
+    """Prepare, fit, and on rank 0 save, evaluate and write metrics; the run's status info."""
     config = experiment.config
     if experiment.unsupported:
         return {"status": "n/a", "error": experiment.unsupported}
-    data = prepare_data(config)
+    with distributed.rank_zero_first():  # rank 0 fills the prepared-data cache, the other ranks read it
+        data = prepare_data(config)
     seed_everything(config.seed)  # network initialisation is part of the run
     method = experiment.build_method()
     info: dict[str, Any] = {"task": {"factors": list(method.task.factors), "spatial_dims": method.task.spatial_dims,
                                      "axis": method.task.axis},
                             "train_subjects": list(data.split.train), "test_subjects": list(data.split.test),
                             "device": str(runtime.device)}
+    if runtime.world_size > 1:
+        info["world_size"] = runtime.world_size
     if method.learned:
         started = time.time()
         info.update(method.fit(data.train, FitContext(runtime, config.seed, folder, progress)))
         info["train_seconds"] = round(time.time() - started, 2)
+    if not runtime.is_main:
+        return info  # trained in step with rank 0, which saves and evaluates the same weights
     save_model(method, folder / MODEL_DIR, experiment.identity(data.fingerprint))
     info["method"] = method.describe()
     metrics = evaluate_on_test(method, data.test, folder / PREDICTIONS, progress=progress,

@@ -76,7 +76,10 @@ def read_csv(path: Path) -> pd.DataFrame:
 @contextmanager
 def run_lock(folder: Path, *, wait: float = 0.0) -> Iterator[None]:
     """Hold the lock of run `folder` (a file beside it, so clearing the folder keeps the lock).
-    The operating system releases it when the process dies, so a crash leaves no stale lock."""
+    The operating system releases it when the process dies, so a crash leaves no stale lock.
+    A run over several processes takes it on rank 0 only (`sr_lib.runs.run_experiment`): it
+    keeps other jobs out, and the run's own ranks must all get in. Across nodes it excludes
+    as far as the shared file system honours file locks."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(str(folder.parent / f".{folder.name}.lock"))
