@@ -13,6 +13,7 @@ synthetic volume in a fresh process. Numbers go to a table, never into tests."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import subprocess
@@ -33,7 +34,7 @@ from sr_lib.data.phantom import phantom_grid
 from sr_lib.experiment import RunConfig
 from sr_lib.methods import METHODS, NetMethod
 from sr_lib.profiles import get_profile
-from sr_lib.train import Runtime, pick_device, seed_everything
+from sr_lib.train import Runtime, Switches, seed_everything
 
 
 def _timed(fn, repeats: int, device: torch.device) -> float:
@@ -73,6 +74,73 @@ def count_flops(fn) -> int:
     return int(counter.get_total_flops())
 
 
+@dataclasses.dataclass
+class _StepBench:
+    """One method built for the bench on random volumes of the profile's grid (speed does not
+    depend on the data), with the runtime's switches applied as training applies them: the
+    patch sampler on the device with `preload`, else in host memory with each batch copied."""
+
+    method: NetMethod
+    runtime: Runtime
+    sampler: PairedPatchSampler
+    batch_size: int
+    kept: dict[str, torch.Tensor]
+    generator: torch.Generator
+
+    @staticmethod
+    def build(experiment, runtime: Runtime, lr_volume: np.ndarray, hr_shape: tuple[int, ...]) -> "_StepBench":
+        seed_everything(0)
+        method = experiment.build_method()
+        method.to(runtime)
+        if runtime.device.type == "cuda":
+            torch.backends.cudnn.benchmark = runtime.effective()["cudnn_benchmark"]
+        prof = experiment.profile
+        home = runtime.device if runtime.effective()["preload"] else torch.device("cpu")
+        hr = torch.from_numpy(np.random.default_rng(1).random(hr_shape, dtype=np.float32)).to(home)
+        sampler = PairedPatchSampler([torch.from_numpy(lr_volume).to(home)], [hr], factors=method.task.factors,
+                                     spatial_dims=method.task.spatial_dims, axis=method.task.axis, threshold=0.0,
+                                     patch_size=prof.patch_size if method.task.spatial_dims == 2 else prof.patch_size_3d)
+        method.prepare(sampler, seed=0)
+        method.train_mode(True)
+        generator = torch.Generator().manual_seed(0)
+        bench = _StepBench(method, runtime, sampler, int(method.options.batch_size), {}, generator)
+        bench.kept = bench.draw()
+        return bench
+
+    def draw(self) -> dict[str, torch.Tensor]:
+        batch = self.sampler.sample(self.batch_size, self.generator)
+        return {k: (v.to(self.runtime.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+    def step(self) -> None:
+        """One training step (critic steps included) on freshly sampled patches."""
+        for _ in range(self.method.critic_steps):
+            self.method.critic_step(self.draw(), self.method.total_steps)
+        self.method.training_step(self.draw(), self.method.total_steps)
+
+    def step_on_kept_batch(self) -> None:
+        """The same step on one batch kept in memory: what the step costs without the input pipeline."""
+        for _ in range(self.method.critic_steps):
+            self.method.critic_step(self.kept, self.method.total_steps)
+        self.method.training_step(self.kept, self.method.total_steps)
+
+
+def _bench_inputs(profile: str, scenario: str, scale: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    """A random LR volume of the scenario's grid and the HR shape (the profile's phantom grid)."""
+    prof = get_profile(profile)
+    factors = RunConfig(method="input", scenario=scenario, scale=scale, profile=prof.name).resolve().factors
+    shape, _ = phantom_grid(prof)
+    lr_shape = tuple(n // f for n, f in zip(shape, factors))
+    return np.random.default_rng(0).random(lr_shape, dtype=np.float32), tuple(shape)
+
+
+def _experiment_or_reason(name: str, scenario: str, scale: int, profile: str):
+    """The resolved experiment, or None and the one-line reason the method cannot run here."""
+    experiment = RunConfig(method=name, scenario=scenario, scale=scale, profile=profile).resolve()
+    if experiment.unsupported:
+        return None, f"not applicable: {experiment.unsupported}"
+    return experiment, ""
+
+
 def benchmark(
     methods: Sequence[str] | None = None,
     *,
@@ -82,65 +150,49 @@ def benchmark(
     device: str = "auto",
     steps: int = 5,
     apply_slices: int = 2,
+    switches: Switches | None = None,
 ) -> pd.DataFrame:
     """One row per method, on random data of the profile's grid (speed does not depend on it):
     ms per training step on freshly sampled patches (profile batch and patch) and on one batch
     kept in memory, patches/s and HR voxels/s, the input pipeline's share of the step
     (1 − kept / sampled), GFLOP per step and TFLOP/s achieved (with the bf16 peak fraction on
     known GPUs), peak GPU memory, seconds to super-resolve one phantom-sized volume, and
-    seconds per 512 x 512 slice through `apply_method` on a slab of `apply_slices` (0: skip)."""
+    seconds per 512 x 512 slice through `apply_method` on a slab of `apply_slices` (0: skip).
+    `switches` (default: `$SR_LIB_SWITCHES` over the defaults) are applied as training applies them."""
     prof = get_profile(profile)
-    dev = pick_device(device)
-    factors = RunConfig(method="input", scenario=scenario, scale=scale, profile=prof.name).resolve().factors
-    shape, _ = phantom_grid(prof)
-    lr_shape = tuple(n // f for n, f in zip(shape, factors))
-    rng = np.random.default_rng(0)
-    lr_volume = rng.random(lr_shape, dtype=np.float32)
+    runtime = Runtime.auto(device, switches=switches)
+    dev = runtime.device
+    lr_volume, hr_shape = _bench_inputs(prof.name, scenario, scale)
     rows = []
     for name in tqdm(list(methods or METHODS), desc="bench", unit="method", disable=None):
         seed_everything(0)
-        experiment = RunConfig(method=name, scenario=scenario, scale=scale, profile=prof.name).resolve()
-        try:
-            if experiment.unsupported:
-                raise ValueError(f"not applicable: {experiment.unsupported}")
-            method = experiment.build_method()
-        except ValueError as err:
-            rows.append({"method": name, "device": str(dev), "note": str(err)})
+        experiment, reason = _experiment_or_reason(name, scenario, scale, prof.name)
+        row = {"method": name, "scenario": scenario, "device": str(dev), "volume": "x".join(map(str, lr_volume.shape)),
+               "note": reason}
+        if experiment is None:
+            rows.append(row)
             continue
-        row = {"method": name, "device": str(dev), "volume": "x".join(map(str, lr_shape)), "note": ""}
-        if method.learned and not isinstance(method, NetMethod):
+        if experiment.method_class.learned and not issubclass(experiment.method_class, NetMethod):
             # e.g. rfsr: fitted on data outside the training loop, so there is no step to time and
             # nothing to predict with until it is; its run folder records its fit time
             rows.append({**row, "note": "fitted outside the training loop: see its runs' train_seconds"})
             continue
-        if isinstance(method, NetMethod):
-            method.to(Runtime(dev, dev.type == "cuda"))
-            hr = torch.from_numpy(rng.random(shape, dtype=np.float32)).to(dev)
-            lr = torch.from_numpy(lr_volume).to(dev)
-            sampler = PairedPatchSampler([lr], [hr], factors=method.task.factors, spatial_dims=method.task.spatial_dims,
-                                         axis=method.task.axis, threshold=0.0,
-                                         patch_size=prof.patch_size if method.task.spatial_dims == 2 else prof.patch_size_3d)
-            method.prepare(sampler, seed=0)
-            generator = torch.Generator().manual_seed(0)
-            method.train_mode(True)
-            kept = sampler.sample(prof.batch_size, generator)
-
-            def step() -> None:
-                method.training_step(sampler.sample(prof.batch_size, generator), prof.steps)
-
-            def step_on_kept_batch() -> None:
-                method.training_step(kept, prof.steps)
-
+        if not issubclass(experiment.method_class, NetMethod):
+            method = experiment.build_method()
+        else:
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
-            seconds = _timed(step, steps, dev)
-            kept_seconds = _timed(step_on_kept_batch, steps, dev)
-            flops = count_flops(step_on_kept_batch)
-            hr_voxels = int(kept["hr"][0].numel())
+            bench = _StepBench.build(experiment, runtime, lr_volume, hr_shape)
+            method = bench.method
+            seconds = _timed(bench.step, steps, dev)
+            kept_seconds = _timed(bench.step_on_kept_batch, steps, dev)
+            flops = count_flops(bench.step_on_kept_batch)
+            hr_voxels = int(bench.kept["hr"][0].numel())
             row.update({
+                "dims": f"{method.task.spatial_dims}D",
                 "train_ms_per_step": 1000 * seconds,
-                "patches_per_s": prof.batch_size / seconds,
-                "voxels_per_s": prof.batch_size * hr_voxels / seconds,
+                "patches_per_s": bench.batch_size / seconds,
+                "voxels_per_s": bench.batch_size * hr_voxels / seconds,
                 "kept_batch_ms_per_step": 1000 * kept_seconds,
                 "input_share": max(0.0, 1.0 - kept_seconds / seconds),
                 "gflop_per_step": flops / 1e9,
@@ -157,28 +209,89 @@ def benchmark(
         rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs["timed_steps"] = steps
+    table.attrs["switches"] = runtime.effective()
     return table
 
 
-def write_bench(table: pd.DataFrame, out_dir: str | Path, *, profile: str, device: str) -> list[Path]:
-    """`bench-<profile>-<device>.csv` and `.md` under `out_dir`; the Markdown heads the table
-    with the machine, torch version, commit and date, so a slowdown can be traced."""
+def benchmark_switches(
+    methods: Sequence[str] | None = None,
+    *,
+    profile: str = "quick",
+    scenario: str = "SR-B",
+    scale: int = 2,
+    device: str = "auto",
+    steps: int = 5,
+    rounds: int = 3,
+    switches: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """What each speed switch buys: per method and per switch that acts on this device, the
+    training step (freshly sampled patches) with every switch at its default and with that one
+    switch flipped. The two are timed in alternation, `rounds` times, and the fastest of each
+    is kept, so a busy machine's slow moments do not land on one side. `speedup` > 1: the
+    default is faster than the flipped setting, i.e. the default helps. `switches`: the ones
+    to flip (default: all; `compile` costs tens of seconds of compilation per method)."""
+    prof = get_profile(profile)
+    base = Runtime.auto(device, switches=Switches())
+    dev = base.device
+    lr_volume, hr_shape = _bench_inputs(prof.name, scenario, scale)
+    names = [n for n in (methods or METHODS) if issubclass(METHODS[n], NetMethod)]
+    rows = []
+    for name in tqdm(names, desc="bench switches", unit="method", disable=None):
+        experiment, reason = _experiment_or_reason(name, scenario, scale, prof.name)
+        if experiment is None:
+            rows.append({"method": name, "scenario": scenario, "device": str(dev), "note": reason})
+            continue
+        for switch in switches or Switches.names():
+            flipped = Switches.parse([f"{switch}={'off' if getattr(base.switches, switch) else 'on'}"])
+            other = Runtime.auto(device, switches=flipped)
+            if other.effective() == base.effective():
+                continue  # does nothing on this device (e.g. bf16 autocast on a CPU)
+            benches = {"default": _StepBench.build(experiment, base, lr_volume, hr_shape),
+                       "flipped": _StepBench.build(experiment, other, lr_volume, hr_shape)}
+            times: dict[str, list[float]] = {"default": [], "flipped": []}
+            for _ in range(rounds):
+                for key, bench in benches.items():
+                    times[key].append(_timed(bench.step, steps, dev))
+            default, flipped_s = min(times["default"]), min(times["flipped"])
+            rows.append({"method": name, "scenario": scenario, "device": str(dev),
+                         "dims": f"{benches['default'].method.task.spatial_dims}D", "switch": switch,
+                         "default": "on" if getattr(base.switches, switch) else "off",
+                         "default_ms_per_step": 1000 * default, "flipped_ms_per_step": 1000 * flipped_s,
+                         "speedup": flipped_s / default, "note": ""})
+    table = pd.DataFrame(rows)
+    table.attrs["timed_steps"] = f"{steps} (fastest of {rounds} alternating rounds)"
+    return table
+
+
+BENCH_NOTES = {
+    "bench": "train: one optimiser step on the profile's batch of patches; `kept_batch`: the same step on one batch "
+             "kept in memory; `input_share` = 1 − kept / sampled; FLOPs from `torch.utils.flop_counter` "
+             "(matrix products and convolutions, forward and backward)",
+    "switches": "one training step on freshly sampled patches with every switch at its default, and with one switch "
+                "flipped; `speedup` = flipped / default time (> 1: the default helps); switches that do nothing on "
+                "this device are left out",
+}
+
+
+def write_bench(table: pd.DataFrame, out_dir: str | Path, *, profile: str, device: str, kind: str = "bench") -> list[Path]:
+    """`<kind>-<profile>-<device>.csv` and `.md` under `out_dir` (kind: `bench` or `switches`);
+    the Markdown heads the table with the machine, torch version, commit, date and the
+    switches in force, so a slowdown can be traced."""
     from sr_lib.atomic import atomic_path
     from sr_lib.pipeline import git_commit, machine_description
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"bench-{profile}-{device.replace(':', '')}"
+    stem = f"{kind}-{profile}-{device.replace(':', '')}"
     csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False)
     made = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     text = (f"# sr-lib bench: profile `{profile}`, device `{device}`\n\n"
             f"- machine: {machine_description()}\n- commit `{git_commit()}`, {made}\n"
-            f"- times are medians of {table.attrs.get('timed_steps', '?')} calls after a warm-up; "
-            "train: one optimiser step on the profile's batch of patches; `kept_batch`: the same step on one batch "
-            "kept in memory; `input_share` = 1 − kept / sampled; FLOPs from `torch.utils.flop_counter` "
-            "(matrix products and convolutions, forward and backward)\n\n"
+            f"- times are medians of {table.attrs.get('timed_steps', '?')} calls after a warm-up; {BENCH_NOTES[kind]}\n"
+            + (f"- switches in force: {', '.join(f'{k}={v}' for k, v in table.attrs['switches'].items())}\n"
+               if "switches" in table.attrs else "") + "\n"
             + table.to_markdown(index=False, floatfmt=".3g") + "\n")
     with atomic_path(md_path) as tmp:
         Path(tmp).write_text(text)

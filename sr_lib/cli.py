@@ -25,6 +25,7 @@ from sr_lib.paths import environment
 from sr_lib.profiles import PROFILES
 
 PAIRINGS = ["paired", "misaligned", "unpaired"]
+EXECUTORS = ["local", "slurm"]  # `report --executor`: sr_lib.pipeline.EXECUTORS (not imported here: it loads torch)
 DEVICE_HELP = "where torch computes: auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
 
 
@@ -60,8 +61,23 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, default=2, help="SR factor where the scenario takes one (2 or 4)")
 
 
+def switch_setting(text: str) -> str:
+    """argparse type of --switch: NAME=on|off for a switch of `sr_lib.train.Switches`."""
+    from sr_lib.train import Switches
+
+    try:
+        Switches.parse([text])
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text.strip()
+
+
 def _add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
+    parser.add_argument("--switch", dest="switches", action="append", type=switch_setting, default=[],
+                        metavar="NAME=on|off",
+                        help="a speed switch of the GPU path (repeatable): amp, channels_last, channels_last_3d, "
+                             "preload, cudnn_benchmark, fused_adam, compile; see README 'Performance and scale'")
 
 
 def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,6 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--dry-run", action="store_true", help="list which runs would train and which are reused, then stop")
     report.add_argument("--workers", type=int, default=None,
                         help="runs trained side by side (default: 1 on a GPU, else one per CPU core up to 4)")
+    report.add_argument("--executor", default=None, choices=EXECUTORS,
+                        help="train each run as a submitit job: slurm (sbatch; --out must be on storage the nodes "
+                             "share) or local (processes on this machine, --workers at a time); default: none, "
+                             "runs train here as above")
+    report.add_argument("--executor-option", action="append", default=[], dest="executor_options",
+                        metavar="NAME=VALUE",
+                        help="a submitit option for the jobs, e.g. slurm_partition=gpu, gpus_per_node=1, "
+                             "timeout_min=240, cpus_per_task=8, mem_gb=32; repeatable; VALUE is read as an "
+                             "integer, a float or else text")
 
     tables = command("tables", help="rebuild tables and figures from the runs already made (nothing trains)")
     _add_data_arguments(tables)
@@ -162,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "(see `sr-lib methods NAME`)")
     train.add_argument("--out", default="runs", help="folder that holds run folders")
     _add_device_argument(train)
+    train.add_argument("--distributed", action="store_true",
+                       help="one run over the processes torchrun started (`torchrun --nproc_per_node=N -m sr_lib train "
+                            "--distributed ...`): each takes a share of every batch; rank 0 writes the run folder, "
+                            "which must be on storage every process sees")
 
 
     apply = command("apply", help="apply a trained run to NIfTI files, folders or globs")
@@ -180,7 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = command("bench", help="training and inference speed of every method on this machine")
     bench.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="sizes of nets, patches and volumes")
     bench.add_argument("--methods", nargs="+", default=None, metavar="METHOD", help="methods to time (default: all)")
-    bench.add_argument("--scenario", default="SR-B", help="the degradation preset that sets the grids")
+    bench.add_argument("--scenario", dest="scenarios", nargs="+", default=["SR-B"], metavar="SCENARIO",
+                       help="degradation presets that set the grids (e.g. SR-B kspace-2x2x2: 3D nets on the latter)")
+    bench.add_argument("--switches", dest="ablate", action="store_true",
+                       help="instead: time each method's training step with each speed switch flipped, against the "
+                            "defaults (written as switches-<profile>-<device>)")
     _add_device_argument(bench)
     bench.add_argument("--out", default=None, help="folder for bench-<profile>-<device>.csv and .md (default: reports/bench)")
 
@@ -283,6 +316,7 @@ def cmd_scenarios(_: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from sr_lib import distributed
     from sr_lib.report import check_options
     from sr_lib.runs import RunConfig, run_experiment
     from sr_lib.train import Runtime
@@ -292,8 +326,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = RunConfig(method=args.method, scenario=args.scenario, contrast=args.contrast.upper(), scale=args.scale,
                        pairing=args.pairing, profile=args.profile, seed=args.seed, dataset=args.dataset,
                        root=args.root, dims=args.dims, options=options)
-    result = run_experiment(config, args.out, force=args.force, runtime=Runtime.auto(args.device),
-                            progress=args.log_level <= logging.INFO and sys.stderr.isatty())
+    if args.distributed:  # one run over the processes torchrun started; a one-line error without it
+        launch = distributed.process_group(args.device)
+    else:
+        launch = contextlib.nullcontext(Runtime.auto(args.device))
+    with launch as runtime:
+        result = run_experiment(config, args.out, force=args.force, runtime=runtime,
+                                progress=args.log_level <= logging.INFO and sys.stderr.isatty())
+    if not runtime.is_main:  # rank 0 reports the run
+        return 0 if result.status == "done" else 1
     if result.status == "n/a":
         print(f"sr-lib: {args.method} does not apply here: {result.error}", file=sys.stderr)
         return 1
@@ -306,13 +347,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def executor_options(items: Sequence[str]) -> dict:
+    """--executor-option `NAME=VALUE` pairs: VALUE as an int, else a float, else text (submitit
+    checks names and types). A pair without '=' or a name given twice is a `UsageError`."""
+    options: dict = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--executor-option {item!r}: expected NAME=VALUE")
+        if name in options:
+            raise UsageError(f"--executor-option {name} is given twice")
+        for kind in (int, float, str):
+            with contextlib.suppress(ValueError):
+                options[name] = kind(value)
+                break
+    return options
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from sr_lib.pipeline import run_report
 
+    executor_parameters = executor_options(args.executor_options)
+    if executor_parameters and args.executor is None:
+        raise UsageError("--executor-option needs --executor local or slurm")
     result = run_report(studies=args.studies, profile=args.profile, dataset=args.dataset, root=args.root,
                         scale=args.scale, seeds=args.seeds, pairing=args.pairing, options=variant_options(args),
                         force=args.force, out=args.out, dry_run=args.dry_run, workers=args.workers, device=args.device,
-                        progress=args.log_level <= logging.INFO)
+                        progress=args.log_level <= logging.INFO, executor=args.executor,
+                        executor_parameters=executor_parameters)
     if args.dry_run:
         print(result.to_string(index=False))
         counts = result["run"].value_counts().to_dict()
@@ -384,14 +446,21 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sr_lib.bench import benchmark, write_bench
+    import pandas as pd
+
+    from sr_lib.bench import benchmark, benchmark_switches, write_bench
     from sr_lib.paths import reports_dir
     from sr_lib.train import pick_device
 
-    table = benchmark(args.methods, profile=args.profile, scenario=args.scenario, device=args.device)
+    measure = benchmark_switches if args.ablate else benchmark
+    tables = [measure(args.methods, profile=args.profile, scenario=scenario, device=args.device)
+              for scenario in args.scenarios]
+    table = pd.concat(tables, ignore_index=True)
+    table.attrs = tables[0].attrs
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     out = Path(args.out) if args.out else reports_dir() / "bench"
-    for path in write_bench(table, out, profile=args.profile, device=str(pick_device(args.device))):
+    for path in write_bench(table, out, profile=args.profile, device=str(pick_device(args.device)),
+                            kind="switches" if args.ablate else "bench"):
         logging.getLogger("sr_lib.bench").info("wrote %s", path)
     return 0
 
@@ -521,15 +590,20 @@ def console_logging(level: int) -> Iterator[ConsoleHandler]:
 def command_environment(args: argparse.Namespace) -> Iterator[None]:
     """For the command: check that --device exists on this machine (a ValueError naming it,
     exit 1) and export it as `$SR_LIB_DEVICE`, which 'auto' follows in this process, its
-    workers and the notebook kernels; without progress to show (-q, or stderr not a terminal),
+    workers and the notebook kernels (and --switch likewise as `$SR_LIB_SWITCHES`); without progress to show (-q, or stderr not a terminal),
     `$TQDM_DISABLE` so that no progress bars clutter the log."""
     values = {}
     device = getattr(args, "device", "auto")
     if device != "auto":
-        from sr_lib.train import DEVICE_ENV, pick_device
+        from sr_lib.train import DEVICE_ENV, check_device_name, pick_device
 
-        pick_device(device)
+        # SLURM jobs take their nodes' devices: the login node need not have the one named
+        check_device_name(device) if getattr(args, "executor", None) == "slurm" else pick_device(device)
         values[DEVICE_ENV] = device
+    if getattr(args, "switches", None):
+        from sr_lib.train import SWITCHES_ENV, Switches
+
+        values[SWITCHES_ENV] = Switches.parse(args.switches, Switches.from_env()).changed()
     if args.log_level > logging.INFO or not sys.stderr.isatty():
         values["TQDM_DISABLE"] = "1"
     with environment(**values):

@@ -131,7 +131,7 @@ def _execute(experiment: Experiment, folder: Path, *, progress: bool, runtime: R
     info: dict[str, Any] = {"task": {"factors": list(method.task.factors), "spatial_dims": method.task.spatial_dims,
                                      "axis": method.task.axis},
                             "train_subjects": list(data.split.train), "test_subjects": list(data.split.test),
-                            "device": str(runtime.device)}
+                            "device": str(runtime.device), "switches": runtime.effective()}
     if runtime.world_size > 1:
         info["world_size"] = runtime.world_size
     if method.learned:

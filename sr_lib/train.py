@@ -11,6 +11,10 @@ exact resume, and progress hooks (`progress_hook`) through which the report show
 Resuming restores the nets, optimisers, EMA, early-stopping state, the patch sampler's
 generator and the global torch RNG, so an interrupted run continues to the same weights an
 uninterrupted one reaches (on CPU; CUDA kernels may not be bit-deterministic).
+
+One run over several processes (torchrun, `sr_lib.distributed`) is this same loop: each rank
+trains on its shard of the same global batch, `optimise` averages the gradients over the
+ranks, and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from sr_lib import distributed
 from sr_lib.atomic import atomic_path
 from sr_lib.metrics import psnr_torch, ssim_torch
 
@@ -63,21 +68,101 @@ class CheckpointError(ValueError):
 # ----------------------------------------------------------------------------- runtime
 
 
+SWITCHES_ENV = "SR_LIB_SWITCHES"  # `sr-lib --switch NAME=on|off` sets it, so report workers and kernels follow
+
+
+@dataclasses.dataclass(frozen=True)
+class Switches:
+    """The speed switches of the GPU path, each measured by `sr-lib bench --switches`.
+
+    Each is on by default where it helps and off where it does not; a switch that does not
+    apply on a device (bf16 autocast and cuDNN on a CPU) does nothing there. None changes
+    what a run is (its identity): they change speed, and bf16 the last bits of the numbers.
+
+    - `amp`: bf16 autocast of forward passes (CUDA only; bf16 needs no loss scaling).
+    - `channels_last`: 2D nets and their batches in NHWC, the layout of tensor-core and oneDNN
+      convolutions (on 2 CPU cores too: SRCNN 76 -> 43 ms per quick training step). Critics
+      under a gradient penalty stay NCHW (`NetMethod.double_backward_nets`).
+    - `channels_last_3d`: 3D nets in NDHWC (on 2 CPU cores too: a quick DCSRN step 1.41 ->
+      1.01 s, 3D SRCNN 1.50 -> 1.15 s).
+    - `preload`: training volumes live on the device and patches are cut there, so no CPU
+      loader feeds the GPU; off, volumes stay in host memory and each batch is copied over.
+    - `cudnn_benchmark`: cuDNN picks the fastest convolution algorithm per shape (patch sizes
+      are fixed, so it tunes once).
+    - `fused_adam`: Adam's update as one fused kernel per step (`torch.optim.Adam(fused=True)`).
+    - `compile`: `torch.compile` the nets (off by default: minutes of compilation per run,
+      which the quick profile's short runs never earn back).
+    """
+
+    amp: bool = True
+    channels_last: bool = True
+    channels_last_3d: bool = True
+    preload: bool = True
+    cudnn_benchmark: bool = True
+    fused_adam: bool = True
+    compile: bool = False
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def parse(cls, text: str | Sequence[str] | None, base: "Switches | None" = None) -> "Switches":
+        """`base` (default: all defaults) with `NAME=on|off` settings applied, given as a list or
+        one comma-separated string (the form `$SR_LIB_SWITCHES` holds); a bad one is a ValueError."""
+        items = text.split(",") if isinstance(text, str) else list(text or [])
+        values: dict[str, bool] = {}
+        for item in (i.strip() for i in items):
+            if not item:
+                continue
+            name, sep, value = item.partition("=")
+            name, value = name.strip().replace("-", "_"), value.strip().lower()
+            if name not in cls.names():
+                raise ValueError(f"switch {item!r}: unknown name; choose from {', '.join(cls.names())}")
+            if not sep or value not in ("on", "off", "1", "0", "true", "false"):
+                raise ValueError(f"switch {item!r}: expected {name}=on or {name}=off")
+            values[name] = value in ("on", "1", "true")
+        return dataclasses.replace(base or cls(), **values)
+
+    @classmethod
+    def from_env(cls) -> "Switches":
+        """The defaults with `$SR_LIB_SWITCHES` applied."""
+        return cls.parse(os.environ.get(SWITCHES_ENV))
+
+    def changed(self) -> str:
+        """The settings that differ from the defaults, as `parse` reads them ('' when none)."""
+        default = Switches()
+        return ",".join(f"{name}={'on' if getattr(self, name) else 'off'}"
+                        for name in self.names() if getattr(self, name) != getattr(default, name))
+
+    def effective(self, device: torch.device) -> dict[str, bool]:
+        """What each switch does on `device` (a run's status records it)."""
+        cuda = device.type == "cuda"
+        return {"amp": self.amp and cuda, "channels_last": self.channels_last,
+                "channels_last_3d": self.channels_last_3d, "preload": self.preload and cuda,
+                "cudnn_benchmark": self.cudnn_benchmark and cuda, "fused_adam": self.fused_adam,
+                "compile": self.compile}
+
+
 @dataclasses.dataclass(frozen=True)
 class Runtime:
-    """Where and how training runs: device, bf16 autocast (CUDA only), and the process's
-    rank / world size, which multi-GPU training (DDP) fills in; one process: 0 / 1."""
+    """Where and how training runs: device, bf16 autocast (CUDA only), the speed `switches`,
+    and the process's rank / world size, which multi-GPU training fills in; one process: 0 / 1."""
 
     device: torch.device = torch.device("cpu")
     amp: bool = False
     rank: int = 0
     world_size: int = 1
+    switches: Switches = Switches()
 
     @staticmethod
-    def auto(device: str = "auto", *, amp: bool = True) -> "Runtime":
-        """'auto' -> CUDA when available, else CPU; AMP only where it helps (CUDA)."""
+    def auto(device: str = "auto", *, amp: bool | None = None, switches: Switches | None = None) -> "Runtime":
+        """'auto' -> CUDA when available, else CPU; `switches` default to `$SR_LIB_SWITCHES`
+        over the defaults; AMP (`amp`, else the `amp` switch) only where it helps (CUDA)."""
         dev = pick_device(device)
-        return Runtime(dev, amp and dev.type == "cuda")
+        switches = switches or Switches.from_env()
+        amp = switches.amp if amp is None else amp
+        return Runtime(dev, amp and dev.type == "cuda", switches=dataclasses.replace(switches, amp=amp))
 
     @property
     def is_main(self) -> bool:
@@ -88,6 +173,10 @@ class Runtime:
         if not self.amp:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def effective(self) -> dict[str, bool]:
+        """The switches as they act on this device (recorded in a run's status)."""
+        return {**self.switches.effective(self.device), "amp": self.amp}
 
 
 _DEVICE_NAME = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -144,7 +233,8 @@ def frozen(*nets: nn.Module) -> Iterator[None]:
 
 def optimise(loss: torch.Tensor, optimisers: torch.optim.Optimizer | Sequence[torch.optim.Optimizer], *,
              clip_grad_norm: float | None = None) -> float:
-    """The one place a loss becomes a step: zero the gradients, backward, clip the gradient
+    """The one place a loss becomes a step: zero the gradients, backward, average them over
+    the processes of a distributed run (`sr_lib.distributed`: one all-reduce), clip the gradient
     norm of the optimisers' parameters together (when `clip_grad_norm` is set), step each.
     Several optimisers take one loss when several nets learn from it (GAN-CIRCLE's G and F,
     each with its own Adam). bf16 autocast needs no loss scaling. Returns the loss as a float."""
@@ -152,8 +242,10 @@ def optimise(loss: torch.Tensor, optimisers: torch.optim.Optimizer | Sequence[to
     for optimiser in group:
         optimiser.zero_grad(set_to_none=True)
     loss.backward()
+    params = [p for optimiser in group for g in optimiser.param_groups for p in g["params"]]
+    if distributed.is_active():  # one run over several processes: average gradients (see sr_lib.distributed)
+        distributed.all_reduce_gradients(params)
     if clip_grad_norm:
-        params = [p for optimiser in group for g in optimiser.param_groups for p in g["params"]]
         torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
     for optimiser in group:
         optimiser.step()
@@ -374,12 +466,18 @@ def train(
     stopping. With `run_dir`, `checkpoint.pt` and `log.csv` are written there every
     `checkpoint_every` steps and at the end, and an existing checkpoint is resumed.
     `stop_after` ends the loop after that many steps as an interruption would (tests).
-    SIGINT/SIGTERM save a checkpoint and raise `TrainingInterrupted`.
+    SIGINT/SIGTERM save a checkpoint and raise `TrainingInterrupted`. With a runtime of
+    several ranks (`sr_lib.distributed.init`), each rank draws the same global batch and keeps
+    its rows r*B/W .. (r+1)*B/W, so the weights match a one-process run; see `sr_lib.distributed`.
     """
     runtime = runtime or Runtime.auto()
+    distributed.check_runtime(runtime, settings.batch_size)
     seed_everything(settings.seed)
     method.to(runtime)
-    method.prepare(sampler, seed=settings.seed)  # before any RNG state is restored, so resume sees the same
+    if runtime.device.type == "cuda":
+        torch.backends.cudnn.benchmark = runtime.effective()["cudnn_benchmark"]  # fixed patch sizes: tune once
+    with distributed.rank_zero_first():  # rank 0 fills caches (the MRI feature net) before other ranks read them
+        method.prepare(sampler, seed=settings.seed)  # before any RNG state is restored, so resume sees the same
     generator = torch.Generator().manual_seed(settings.seed)
     run_dir = Path(run_dir) if run_dir is not None else None
     checkpoint = run_dir / CHECKPOINT_NAME if run_dir else None
@@ -395,6 +493,8 @@ def train(
         start = int(state["step"])
         if (run_dir / LOG_NAME).exists():
             rows = pd.read_csv(run_dir / LOG_NAME).query("step <= @start").to_dict("records")
+    if distributed.is_active():  # rank 0's weights and RNG everywhere; every rank resumed from the same step
+        distributed.start_training([*method.nets.values(), *([method.ema.net] if method.ema else [])], start, run_dir)
 
     def save(step: int) -> None:
         if checkpoint is None or not runtime.is_main:
@@ -409,6 +509,7 @@ def train(
 
     def draw() -> dict[str, torch.Tensor]:
         batch = sampler.sample(settings.batch_size, generator)
+        batch = distributed.shard(batch, runtime.rank, runtime.world_size)  # this rank's rows of the global batch
         return {k: (v.to(runtime.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
     last = settings.steps if stop_after is None else min(settings.steps, start + stop_after)
@@ -424,10 +525,13 @@ def train(
             for _ in range(method.critic_steps):
                 losses.update(method.critic_step(draw(), step))
             losses.update(method.training_step(draw(), step))
+            if distributed.is_active():
+                distributed.broadcast_buffers(method.nets.values())  # BatchNorm statistics: rank 0's everywhere
             method.update_ema()
+            losses = distributed.average_floats(losses)  # the whole batch's losses, as one process logs them
             row = {"step": step + 1, **{f"lr_{k}": v for k, v in rates.items()}, **losses}
             if val_batch is not None and ((step + 1) % settings.val_every == 0 or step + 1 == settings.steps):
-                row.update(validate(method, val_batch))
+                row.update(distributed.average_floats(validate(method, val_batch)))  # equal on every rank
                 _monitor(monitor, method, settings, step + 1, row["val_psnr"])
             rows.append(row)
             bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
@@ -435,7 +539,7 @@ def train(
             _report_progress(done, settings.steps, False)
             if done % settings.checkpoint_every == 0 or done == settings.steps or monitor.stopped:
                 save(done)
-            if signals["stop"]:
+            if distributed.any_rank(signals["stop"]):  # every rank stops after the same step
                 save(done)
                 raise TrainingInterrupted(f"training of {method.name} interrupted at step {done}; checkpoint saved")
     bar.close()

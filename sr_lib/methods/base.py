@@ -332,22 +332,34 @@ class NetMethod(Method):
             self.ema = EMA(self.nets["generator"], self.options.ema_decay)
 
     def to(self, runtime: Runtime) -> "NetMethod":
-        """Move nets, EMA and optimiser state to the runtime's device; channels_last for 2D nets
-        (on 2 CPU cores too: SRCNN 76 -> 43 ms per quick training step, 1.8 -> 1.0 s per 512²
-        slice through `apply`), except the critics named in `double_backward_nets`: a gradient
-        penalty's double backward is 4.6x slower in channels_last on the CPU (1.35 vs 0.29 s
-        for a small SRGAN discriminator)."""
+        """Move nets, EMA and optimiser state to the runtime's device and apply its switches
+        (`sr_lib.train.Switches`): channels_last for 2D nets, except the critics named in
+        `double_backward_nets` (a gradient penalty's double backward is 4.6x slower in
+        channels_last on the CPU: 1.35 vs 0.29 s for a small SRGAN discriminator);
+        channels_last_3d for 3D nets; fused Adam; `torch.compile` of the nets in place (state
+        dicts keep their keys)."""
         self.runtime = runtime
+        effective = runtime.effective()
         nets = [(name, net) for name, net in self.nets.items()] + ([("ema", self.ema.net)] if self.ema else [])
         for name, net in nets:
             net.to(runtime.device)
-            if self.task.spatial_dims == 2 and name not in self.double_backward_nets:
+            if name in self.double_backward_nets:
+                continue
+            if self.task.spatial_dims == 2 and effective["channels_last"]:
                 net.to(memory_format=torch.channels_last)
+            elif self.task.spatial_dims == 3 and effective["channels_last_3d"]:
+                net.to(memory_format=torch.channels_last_3d)
         for optimiser in self.optimizers.values():
+            for group in optimiser.param_groups:
+                group["fused"], group["foreach"] = (True, False) if effective["fused_adam"] else (None, None)
             for state in optimiser.state.values():
                 for key, value in state.items():
                     if torch.is_tensor(value):
                         state[key] = value.to(runtime.device)
+        if effective["compile"] and not getattr(self, "_compiled", False):
+            for net in self.nets.values():
+                net.compile()
+            self._compiled = True
         return self
 
     # -- training
@@ -399,7 +411,8 @@ class NetMethod(Method):
         from sr_lib.data import make_sampler
 
         device = context.runtime.device
-        sampler = make_sampler(data.train, self.task, self.profile, device, pairing=data.pairing)
+        preload = context.runtime.effective()["preload"]  # off: volumes in host memory, each batch copied over
+        sampler = make_sampler(data.train, self.task, self.profile, device if preload else "cpu", pairing=data.pairing)
         val_batch = make_sampler(data.val, self.task, self.profile, device).sample(
             4 * self.options.batch_size, torch.Generator().manual_seed(context.seed))
         result = train(self, sampler, self.settings(context), runtime=context.runtime, run_dir=context.run_dir,
