@@ -25,7 +25,7 @@ for the brain mask and for the whole volume, as rows ready for a tidy table.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Union
 
 import numpy as np
@@ -454,17 +454,64 @@ def slice_scores(
     }
 
 
+#: Width of the band scored around a hole (`hole_regions`), in mm: where a fill meets the data.
+HOLE_BAND_MM = 2.0
+
+
+def hole_regions(hole: ArrayLike, brain: ArrayLike, *, voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+                 band_mm: float = HOLE_BAND_MM) -> dict[str, np.ndarray]:
+    """The regions where inpainting is judged, as bool masks of the volume's shape (ours; the
+    papers score whole images, where a hole's error is averaged away):
+
+    - ``hole``: the missing voxels;
+    - ``hole_band``: brain voxels within `band_mm` of the hole (per-axis distance through
+      the voxel size, at least one voxel), outside it: the seam between fill and data;
+    - ``brain_rest``: the rest of the brain, which a joint method must not spoil.
+    """
+    h, b = np.asarray(hole, dtype=bool), np.asarray(brain, dtype=bool)
+    if h.shape != b.shape:
+        raise ValueError(f"hole mask shape {h.shape} != brain mask shape {b.shape}")
+    if band_mm <= 0:
+        raise ValueError(f"band_mm must be positive, got {band_mm}")
+    distance = ndimage.distance_transform_edt(~h, sampling=tuple(float(v) for v in voxel_size)) if h.any() else None
+    reach = max(band_mm, max(float(v) for v in voxel_size))  # at least the nearest voxels
+    near = (distance <= reach) if distance is not None else np.zeros_like(h)
+    return {"hole": h, "hole_band": near & ~h & b, "brain_rest": b & ~near & ~h}
+
+
+def _region_scores(pred: torch.Tensor, target: torch.Tensor, s_map: torch.Tensor, region: np.ndarray, *,
+                   axis: int, data_range: float) -> dict[str, float]:
+    """PSNR/MSE over the region's voxels, the SSIM map averaged over it, and the per-slice
+    scores (NaN where no slice has 1% of its pixels in the region: a small hole)."""
+    m = torch.as_tensor(region, device=pred.device)
+    if not bool(m.any()):
+        return dict.fromkeys(("psnr", "ssim", "mse", "psnr_slices", "ssim_slices"), float("nan"))
+    mse = ((pred - target) ** 2)[m].mean()
+    try:
+        per_slice = slice_scores(pred, target, axis=axis, mask=region, data_range=data_range)
+    except ValueError:
+        per_slice = {"psnr_slices": float("nan"), "ssim_slices": float("nan")}
+    try:
+        ssim = _masked_mean_ssim(s_map, m)
+    except ValueError:  # the region lies within the border where SSIM is not defined
+        ssim = float("nan")
+    return {"psnr": float(_psnr_from_mse(mse, data_range)), "ssim": ssim, "mse": float(mse), **per_slice}
+
+
 @torch.no_grad()
 def evaluate_regions(
-    pred: ArrayLike, target: ArrayLike, *, mask: ArrayLike, axis: int = 2, data_range: float = 1.0
+    pred: ArrayLike, target: ArrayLike, *, mask: ArrayLike, axis: int = 2, data_range: float = 1.0,
+    regions: Mapping[str, ArrayLike] | None = None,
 ) -> list[dict]:
     """Scores of one prediction per region, as rows for a tidy table (3D volumes).
 
-    Two rows, ``{"region": "brain" | "volume", "psnr", "ssim", "mse", "psnr_slices",
+    Rows ``{"region": "brain" | "volume", "psnr", "ssim", "mse", "psnr_slices",
     "ssim_slices"}``. ``brain``: 3D PSNR/MSE over the voxels of `mask`, 3D SSIM map averaged
     over the mask (as `evaluate`'s ``*_fg``), per-slice scores restricted to the mask within
     each slice over the slices where it covers at least 1%. ``volume``: the whole array, and
     whole slices over the non-empty target slices. See `slice_scores` for the per-slice rule.
+    `regions` (name -> bool mask, e.g. `hole_regions`) add a row each, scored as ``brain``
+    is; an empty region gets NaN.
     """
     if mask is None:
         raise ValueError("evaluate_regions needs the brain mask (mask=...)")
@@ -478,6 +525,15 @@ def evaluate_regions(
             "mse": whole[f"mse{suffix}"],
             **slice_scores(pred, target, axis=axis, mask=region_mask, data_range=data_range),
         })
+    if regions:
+        data_range = _check_data_range(data_range)
+        x, y = _check_pair(pred, target)
+        s_map = _ssim_map(x[None], y[None], data_range)[0]
+        for name, region_mask in regions.items():
+            region_mask = np.asarray(region_mask, dtype=bool)
+            if region_mask.shape != tuple(x.shape):
+                raise ValueError(f"region {name!r}: mask shape {region_mask.shape} != volume shape {tuple(x.shape)}")
+            rows.append({"region": name, **_region_scores(x, y, s_map, region_mask, axis=axis, data_range=data_range)})
     return rows
 
 

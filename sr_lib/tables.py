@@ -55,12 +55,13 @@ TIDY_COLUMNS = GROUP[:-1] + ["seed", "subject", "region", "status", "error", "ps
 SLICE_COLUMNS = ["psnr_slices", "ssim_slices"]
 PAPER_COLUMNS = ["study", "scenario", "contrast", "method", "metric", "value", "source"]
 STATUSES = ("done", "failed", "n/a")
-REGIONS = ("brain", "volume")
+REGIONS = ("brain", "volume", "hole", "hole_band", "brain_rest")  # the last three where a scenario has holes
 SUMMARY_COLUMNS = GROUP + [
     "status", "n_subjects", "n_seeds", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std",
     "psnr_seed_std", "ssim_seed_std",
 ]
-REGION_TITLES = {"brain": "brain (foreground mask)", "volume": "whole volume"}
+REGION_TITLES = {"brain": "brain (foreground mask)", "volume": "whole volume", "hole": "inside the holes",
+                 "hole_band": "a 2 mm band around the holes", "brain_rest": "the brain away from the holes"}
 
 __all__ = [
     "comparison_table",

@@ -110,7 +110,7 @@ def test_check_tidy_errors():
     with pytest.raises(ValueError, match="unknown status"):
         check_tidy(good.assign(status="ok"))
     with pytest.raises(ValueError, match="unknown region"):
-        check_tidy(good.assign(region="hole"))
+        check_tidy(good.assign(region="skull"))
     with pytest.raises(ValueError, match="no subject"):
         check_tidy(good.assign(subject=np.nan))
     with pytest.raises(ValueError, match="DataFrame"):
@@ -185,7 +185,7 @@ def test_bootstrap_errors():
     with pytest.raises(ValueError, match="metric"):
         paired_bootstrap(tidy, "lpips")
     with pytest.raises(ValueError, match="region"):
-        paired_bootstrap(tidy, "psnr", region="hole")
+        paired_bootstrap(tidy, "psnr", region="skull")
     with pytest.raises(ValueError, match="n_boot"):
         paired_bootstrap(tidy, "psnr", n_boot=0)
     with pytest.raises(ValueError, match="ci"):
