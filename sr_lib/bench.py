@@ -186,7 +186,11 @@ def benchmark(
             method = bench.method
             seconds = _timed(bench.step, steps, dev)
             kept_seconds = _timed(bench.step_on_kept_batch, steps, dev)
-            flops = count_flops(bench.step_on_kept_batch)
+            try:
+                flops = count_flops(bench.step_on_kept_batch)
+            except RuntimeError:  # the counter cannot follow a gradient penalty's autograd.grad
+                flops = count_flops(lambda: bench.method.training_step(bench.kept, bench.method.total_steps))
+                row["note"] = "FLOPs and TFLOP/s of the generator step alone (the critics' gradient penalty is not countable)"
             hr_voxels = int(bench.kept["hr"][0].numel())
             row.update({
                 "dims": f"{method.task.spatial_dims}D",
@@ -204,7 +208,8 @@ def benchmark(
             if dev.type == "cuda":
                 row["peak_gpu_mem_gb"] = torch.cuda.max_memory_allocated(dev) / 1e9
         row["infer_s_per_volume"] = _timed(lambda: method.predict_volume(lr_volume), max(steps // 2, 1), dev)
-        if apply_slices:
+        if apply_slices and (method.task.spatial_dims == 2 or not method.learned):
+            # a 3D net on a 2-slice 512 x 512 slab says little of its per-slice cost: left out
             row["apply_s_per_512_slice"] = apply_seconds_per_slice(method, apply_slices, dev)
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -246,18 +251,23 @@ def benchmark_switches(
             other = Runtime.auto(device, switches=flipped)
             if other.effective() == base.effective():
                 continue  # does nothing on this device (e.g. bf16 autocast on a CPU)
-            benches = {"default": _StepBench.build(experiment, base, lr_volume, hr_shape),
-                       "flipped": _StepBench.build(experiment, other, lr_volume, hr_shape)}
-            times: dict[str, list[float]] = {"default": [], "flipped": []}
-            for _ in range(rounds):
-                for key, bench in benches.items():
-                    times[key].append(_timed(bench.step, steps, dev))
+            if switch == ("channels_last_3d" if experiment.task.spatial_dims == 2 else "channels_last"):
+                continue  # the other dimensionality's layout
+            row = {"method": name, "scenario": scenario, "device": str(dev), "dims": f"{experiment.task.spatial_dims}D",
+                   "switch": switch, "default": "on" if getattr(base.switches, switch) else "off", "note": ""}
+            try:
+                benches = {"default": _StepBench.build(experiment, base, lr_volume, hr_shape),
+                           "flipped": _StepBench.build(experiment, other, lr_volume, hr_shape)}
+                times: dict[str, list[float]] = {"default": [], "flipped": []}
+                for _ in range(rounds):
+                    for key, bench in benches.items():
+                        times[key].append(_timed(bench.step, steps, dev))
+            except Exception as err:  # e.g. torch.compile refusing a net: a row that says so, not a lost bench
+                rows.append({**row, "note": f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"})
+                continue
             default, flipped_s = min(times["default"]), min(times["flipped"])
-            rows.append({"method": name, "scenario": scenario, "device": str(dev),
-                         "dims": f"{benches['default'].method.task.spatial_dims}D", "switch": switch,
-                         "default": "on" if getattr(base.switches, switch) else "off",
-                         "default_ms_per_step": 1000 * default, "flipped_ms_per_step": 1000 * flipped_s,
-                         "speedup": flipped_s / default, "note": ""})
+            rows.append({**row, "default_ms_per_step": 1000 * default, "flipped_ms_per_step": 1000 * flipped_s,
+                         "speedup": flipped_s / default})
     table = pd.DataFrame(rows)
     table.attrs["timed_steps"] = f"{steps} (fastest of {rounds} alternating rounds)"
     return table
