@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 
 if TYPE_CHECKING:  # methods import this module
     from sr_lib.methods.base import Task
@@ -132,6 +131,8 @@ def predict_volume(
                                   batch_size=batch_size)
         if mode == "whole" and task.spatial_dims == 2:
             return predict_batch(images).float().cpu()
+        from monai.inferers import sliding_window_inference  # here: importing monai costs seconds per process
+
         roi = tuple(min(patch_size, n) for n in images.shape[2:])
         with torch.no_grad():
             return sliding_window_inference(images, roi_size=roi, sw_batch_size=batch_size, predictor=predict_batch,
