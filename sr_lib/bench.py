@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -298,7 +299,10 @@ def write_bench(table: pd.DataFrame, out_dir: str | Path, *, profile: str, devic
         table.to_csv(tmp, index=False)
     made = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     text = (f"# sr-lib bench: profile `{profile}`, device `{device}`\n\n"
-            f"- machine: {machine_description()}\n- commit `{git_commit()}`, {made}\n"
+            f"- machine: {machine_description()}; load average {os.getloadavg()[0]:.1f} when written"
+            + (" (above the core count: other work shared the CPU and the times are inflated)"
+               if os.getloadavg()[0] > (os.cpu_count() or 1) else "") + "\n"
+            f"- commit `{git_commit()}`, {made}\n"
             f"- times are medians of {table.attrs.get('timed_steps', '?')} calls after a warm-up; {BENCH_NOTES[kind]}\n"
             + (f"- switches in force: {', '.join(f'{k}={v}' for k, v in table.attrs['switches'].items())}\n"
                if "switches" in table.attrs else "") + "\n"

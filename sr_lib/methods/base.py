@@ -350,9 +350,12 @@ class NetMethod(Method):
                 net.to(memory_format=torch.channels_last)
             elif self.task.spatial_dims == 3 and effective["channels_last_3d"]:
                 net.to(memory_format=torch.channels_last_3d)
+        # fused Adam on a CPU only for 2D nets: `sr-lib bench --switches` found it 1.06-1.39x faster
+        # there, but 2-8x slower for the 3D nets (channels_last_3d weights), on the busy 2-core CPU
+        fused = effective["fused_adam"] and (runtime.device.type != "cpu" or self.task.spatial_dims == 2)
         for optimiser in self.optimizers.values():
             for group in optimiser.param_groups:
-                group["fused"], group["foreach"] = (True, False) if effective["fused_adam"] else (None, None)
+                group["fused"], group["foreach"] = (True, False) if fused else (None, None)
             for state in optimiser.state.values():
                 for key, value in state.items():
                     if torch.is_tensor(value):
