@@ -16,6 +16,7 @@ from sr_lib.methods.classical import Bicubic, DegradedInput, Nearest, Tricubic
 from sr_lib.methods.gan_circle import GANCircleMethod
 from sr_lib.methods.gan_cpce import GANCPCEMethod
 from sr_lib.methods.rfsr import RFSRMethod
+from sr_lib.methods.selfex import SelfExMethod
 from sr_lib.methods.srcnn import SRCNNMethod
 from sr_lib.methods.srresnet import SRGANMethod, SRResNetMethod
 from sr_lib.methods.synthesis_cnns import PRESETS as SYNTHESIS_CNN_PRESETS
@@ -25,7 +26,7 @@ from sr_lib.methods.synthesis_gans import DCGANMethod, Pix2PixMethod, UNetGANMet
 from sr_lib.profiles import Profile, get_profile
 
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (DegradedInput, Nearest, Bicubic, Tricubic, SRCNNMethod, SRResNetMethod, SRGANMethod, RFSRMethod,
+    cls.name: cls for cls in (DegradedInput, Nearest, Bicubic, Tricubic, SRCNNMethod, SRResNetMethod, SRGANMethod, RFSRMethod, SelfExMethod,
                           GANCPCEMethod, GANCircleMethod,
                           FCN1Method, FCN2Method, DCSRNMethod, UNetMethod, DCGANMethod, UNetGANMethod, Pix2PixMethod,
                           *SYNTHESIS_CNN_PRESETS, *SYNTHESIS_GAN_PRESETS)
