@@ -13,6 +13,7 @@ from sr_lib.methods.base import (
     TrainOptions, load_model, preset, save_model,
 )
 from sr_lib.methods.classical import Bicubic, DegradedInput, Nearest, Tricubic
+from sr_lib.methods.drcn import DRCNMethod
 from sr_lib.methods.gan_circle import GANCircleMethod
 from sr_lib.methods.gan_cpce import GANCPCEMethod
 from sr_lib.methods.rfsr import RFSRMethod
@@ -26,7 +27,7 @@ from sr_lib.methods.synthesis_gans import DCGANMethod, Pix2PixMethod, UNetGANMet
 from sr_lib.profiles import Profile, get_profile
 
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (DegradedInput, Nearest, Bicubic, Tricubic, SRCNNMethod, SRResNetMethod, SRGANMethod, RFSRMethod, SelfExMethod,
+    cls.name: cls for cls in (DegradedInput, Nearest, Bicubic, Tricubic, SRCNNMethod, DRCNMethod, SRResNetMethod, SRGANMethod, RFSRMethod, SelfExMethod,
                           GANCPCEMethod, GANCircleMethod,
                           FCN1Method, FCN2Method, DCSRNMethod, UNetMethod, DCGANMethod, UNetGANMethod, Pix2PixMethod,
                           *SYNTHESIS_CNN_PRESETS, *SYNTHESIS_GAN_PRESETS)

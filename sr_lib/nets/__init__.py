@@ -6,6 +6,7 @@ Shared argument vocabulary: `in_channels`, `out_channels`, `features`, `num_bloc
 
 from sr_lib.nets.layers import conv_layer, norm_layer, zero_init
 from sr_lib.nets.srcnn import SRCNN
+from sr_lib.nets.drcn import DRCN
 from sr_lib.nets.srresnet import SRResNet
 from sr_lib.nets.discriminators import SRGANDiscriminator
 from sr_lib.nets.features import VGG19Features, VGGFeatures, MRIFeatureNet
@@ -22,6 +23,7 @@ __all__ = [
     "norm_layer",
     "zero_init",
     "SRCNN",
+    "DRCN",
     "SRResNet",
     "SRGANDiscriminator",
     "VGG19Features",
